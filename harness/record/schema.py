@@ -1,0 +1,162 @@
+"""The per-request Parquet schema: the contract between the load stage and analysis.
+
+One row per request *attempt* (retries are rows of their own, because providers bill
+attempts). Column names are part of the contract in ``shared/DESIGN.md``: add columns
+freely, never rename. ``SCHEMA_VERSION`` is written into every Parquet file's metadata;
+readers upgrade older versions through :func:`harness.record.reader.read_requests`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+#: Closed set of error types (``error_type`` column). ``None`` when ``status == "ok"``.
+ERROR_TYPES = (
+    "rate_limited",  # HTTP 429
+    "server_error",  # HTTP 5xx
+    "client_error",  # HTTP 4xx other than 429 (bad request, auth, context length, unknown model)
+    "timeout",  # connect, first-token or total timeout
+    "connection",  # refused, reset, DNS, TLS, closed mid-stream without a clean end
+    "bad_response",  # unparseable body, malformed SSE/JSON, protocol violation
+    "empty",  # 2xx but no content tokens
+    "truncated",  # stream ended without [DONE]/finish_reason after content began
+    "cancelled",  # the run stopped while the request was in flight
+)
+
+#: ``tokens_source`` values: who counted ``completion_tokens``.
+TOKEN_SOURCES = ("usage", "tokenizer", "chunks")
+
+#: ``phase`` values: warmup and cooldown rows are excluded from analysis by default.
+PHASES = ("warmup", "main", "cooldown")
+
+_TS = pa.timestamp("ns", tz="UTC")
+
+REQUEST_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("experiment", pa.string(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("target_kind", pa.string(), nullable=False),
+        pa.field("model", pa.string()),
+        pa.field("client", pa.string()),  # "lean" or "sdk"
+        pa.field("worker", pa.int32()),  # locust worker index (0 for a local run)
+        pa.field("request_id", pa.string(), nullable=False),
+        pa.field("attempt", pa.int32(), nullable=False),
+        pa.field("pair_id", pa.string()),
+        pa.field("sample_id", pa.string()),
+        pa.field("workload", pa.string()),  # workload name
+        pa.field("slice", pa.string()),  # workload slice (e.g. "short", "long", "eval:arith")
+        pa.field("conversation_id", pa.string()),
+        pa.field("turn", pa.int32()),
+        pa.field("phase", pa.string()),  # warmup | main | cooldown
+        pa.field("t_scheduled", _TS),
+        pa.field("t_sent", _TS),
+        pa.field("t_first_token", _TS),
+        pa.field("t_end", _TS),
+        pa.field("t_virtual", _TS),
+        pa.field("queue_delay_s", pa.float64()),  # t_sent - t_scheduled
+        pa.field("ttft_s", pa.float64()),  # t_first_token - t_sent
+        pa.field("e2e_s", pa.float64()),  # t_end - t_sent
+        pa.field("ttft_sched_s", pa.float64()),  # t_first_token - t_scheduled
+        pa.field("e2e_sched_s", pa.float64()),  # t_end - t_scheduled
+        pa.field("tpot_s", pa.float64()),  # (t_last_token - t_first_token) / (completion_tokens - 1)
+        pa.field("itl_s", pa.list_(pa.float64())),  # gaps between content chunks
+        pa.field("prompt_tokens", pa.int64()),
+        pa.field("completion_tokens", pa.int64()),
+        pa.field("cached_tokens", pa.int64()),
+        pa.field("tokens_source", pa.string()),
+        pa.field("requested_max_tokens", pa.int64()),
+        pa.field("status", pa.string(), nullable=False),  # ok | error
+        pa.field("http_status", pa.int32()),
+        pa.field("error_type", pa.string()),
+        pa.field("error_message", pa.string()),
+        pa.field("retry_after_s", pa.float64()),
+        pa.field("server_request_id", pa.string()),  # x-request-id response header
+        pa.field("finish_reason", pa.string()),
+        pa.field("output_text", pa.string()),  # kept, sha256-hashed or None per config
+        pa.field("reference_answer", pa.string()),  # eval workloads: the expected answer
+    ],
+    metadata={b"harness.schema_version": str(SCHEMA_VERSION).encode()},
+)
+
+#: Server-side metrics scraped from ``/metrics`` (long format: one row per sample).
+METRICS_SCHEMA = pa.schema(
+    [
+        pa.field("run_id", pa.string(), nullable=False),
+        pa.field("arm", pa.string(), nullable=False),
+        pa.field("t", _TS, nullable=False),
+        pa.field("name", pa.string(), nullable=False),  # e.g. vllm:num_requests_waiting
+        pa.field("labels", pa.string()),  # Prometheus labels as k=v,k=v (sorted), may be ""
+        pa.field("value", pa.float64()),
+    ],
+    metadata={b"harness.schema_version": str(SCHEMA_VERSION).encode()},
+)
+
+
+@dataclass(slots=True)
+class RequestRecord:
+    """One request attempt, as recorded. Timestamps are UTC nanoseconds since the epoch."""
+
+    run_id: str
+    experiment: str
+    arm: str
+    target_kind: str
+    request_id: str
+    attempt: int
+    status: str
+    model: str | None = None
+    client: str | None = None
+    worker: int | None = 0
+    pair_id: str | None = None
+    sample_id: str | None = None
+    workload: str | None = None
+    slice: str | None = None
+    conversation_id: str | None = None
+    turn: int | None = None
+    phase: str | None = "main"
+    t_scheduled: int | None = None
+    t_sent: int | None = None
+    t_first_token: int | None = None
+    t_end: int | None = None
+    t_virtual: int | None = None
+    queue_delay_s: float | None = None
+    ttft_s: float | None = None
+    e2e_s: float | None = None
+    ttft_sched_s: float | None = None
+    e2e_sched_s: float | None = None
+    tpot_s: float | None = None
+    itl_s: list[float] | None = field(default=None)
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    cached_tokens: int | None = None
+    tokens_source: str | None = None
+    requested_max_tokens: int | None = None
+    http_status: int | None = None
+    error_type: str | None = None
+    error_message: str | None = None
+    retry_after_s: float | None = None
+    server_request_id: str | None = None
+    finish_reason: str | None = None
+    output_text: str | None = None
+    reference_answer: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+REQUEST_COLUMNS = tuple(REQUEST_SCHEMA.names)
+assert set(REQUEST_COLUMNS) == {f.name for f in fields(RequestRecord)}, "schema/record drift"
+
+
+def records_to_table(records: list[RequestRecord]) -> pa.Table:
+    """Build an Arrow table with :data:`REQUEST_SCHEMA` from records."""
+    cols: dict[str, list[Any]] = {name: [] for name in REQUEST_COLUMNS}
+    for r in records:
+        for name in REQUEST_COLUMNS:
+            cols[name].append(getattr(r, name))
+    return pa.Table.from_pydict(cols, schema=REQUEST_SCHEMA)
