@@ -1,5 +1,229 @@
-"""Command-line entry points (placeholder until wired)."""
+"""Command-line entry points: ``harness experiment | report | compare | sim``.
+
+``harness experiment`` is a Hydra app: ``harness experiment experiment=smoke load.rate=20``
+runs one experiment; ``harness experiment -m load.rate=1,2,4,8`` runs a sweep and ends with
+a sweep report (latency vs load, the highest load meeting the SLO).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.config import ConfigError, project_root
+
+log = logging.getLogger("harness")
+
+USAGE = """usage: harness <command> [args]
+
+commands:
+  experiment [HYDRA OVERRIDES]   run an experiment (default: experiment=smoke); -m for sweeps
+  report RUN_DIR                 (re)write summary.json, plots/, report.html, memo.md
+  compare RUN_A RUN_B [-o DIR]   compare two runs side by side
+  sim --profile vllm|cloud ...   run the embedded simulator (see `harness sim --help`)
+"""
 
 
-def main() -> None:  # pragma: no cover
-    print("harness")
+def _setup_logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("harness").setLevel(logging.INFO)
+
+
+# -- experiment (Hydra) --------------------------------------------------------------------
+
+
+def _sweep_info() -> dict[str, Any] | None:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hc = HydraConfig.get()
+    if hc.mode != RunMode.MULTIRUN:
+        return None
+    overrides = list(hc.overrides.task)
+    swept = [o for o in overrides if "=" in o]
+    info: dict[str, Any] = {
+        "id": Path(hc.sweep.dir).name,
+        "dir": str(hc.sweep.dir),
+        "index": hc.job.num,
+        "overrides": overrides,
+    }
+    if len(swept) >= 1:
+        key, _, value = swept[-1].partition("=")
+        info["param"] = key
+        try:
+            info["value"] = float(value)
+        except ValueError:
+            info["value"] = value
+    return info
+
+
+def _experiment_task(cfg: Any) -> None:
+    from harness.load.runner import run_experiment
+
+    sweep = _sweep_info()
+    try:
+        run_dir = run_experiment(cfg, sweep=sweep)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    if sweep is not None:
+        sweep_dir = (
+            project_root() / sweep["dir"]
+            if not Path(sweep["dir"]).is_absolute()
+            else Path(sweep["dir"])
+        )
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        with open(sweep_dir / "runs.txt", "a", encoding="utf-8") as fh:
+            fh.write(str(run_dir) + "\n")
+    if cfg.analysis.report:
+        _report(run_dir)
+    print(f"\nrun directory: {run_dir}")
+
+
+def _report(run_dir: Path) -> dict[str, Any] | None:
+    from harness.report import build_report
+
+    print(f"writing report for {run_dir} ...", flush=True)
+    summary = build_report(Path(run_dir))
+    print_summary(summary)
+    print(f"report: {Path(run_dir) / 'report.html'}")
+    print(f"memo:   {Path(run_dir) / 'memo.md'}")
+    return summary
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """A one-screen summary of a run from its summary dict."""
+    from harness.report.console import format_summary
+
+    print(format_summary(summary), flush=True)
+
+
+def cmd_experiment(argv: list[str]) -> int:
+    import hydra
+
+    from harness.config import register_configs
+
+    register_configs()
+    configs = project_root() / "configs"
+    if not configs.is_dir():
+        print(f"error: no configs/ directory at {configs}", file=sys.stderr)
+        return 2
+    main = hydra.main(config_path=str(configs), config_name="config", version_base="1.3")(
+        _experiment_task
+    )
+    sys.argv = ["harness experiment", *argv]
+    main()
+    return 0
+
+
+# -- report / compare ------------------------------------------------------------------------
+
+
+def cmd_report(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="harness report", description="write a run's report")
+    ap.add_argument("run_dir", type=Path)
+    args = ap.parse_args(argv)
+    run_dir = args.run_dir.resolve()
+    if not (run_dir / "manifest.json").is_file():
+        print(f"error: {run_dir} is not a run directory (no manifest.json)", file=sys.stderr)
+        return 2
+    _report(run_dir)
+    return 0
+
+
+def cmd_compare(argv: list[str]) -> int:
+    from harness.report import compare_runs
+
+    ap = argparse.ArgumentParser(prog="harness compare", description="compare two runs")
+    ap.add_argument("run_a", type=Path)
+    ap.add_argument("run_b", type=Path)
+    ap.add_argument("-o", "--out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    for d in (args.run_a, args.run_b):
+        if not (d / "manifest.json").is_file():
+            print(f"error: {d} is not a run directory (no manifest.json)", file=sys.stderr)
+            return 2
+    out = compare_runs(args.run_a.resolve(), args.run_b.resolve(), args.out)
+    print(f"comparison: {out}")
+    return 0
+
+
+def cmd_sweep_report(argv: list[str]) -> int:
+    from harness.report import build_sweep_report
+
+    ap = argparse.ArgumentParser(prog="harness sweep-report")
+    ap.add_argument("run_dirs", type=Path, nargs="+")
+    ap.add_argument("-o", "--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+    summary = build_sweep_report([d.resolve() for d in args.run_dirs], args.out)
+    print(json.dumps(summary.get("best", summary), indent=2, default=str)[:3000])
+    print(f"sweep report: {args.out}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0 if argv else 2
+    cmd, rest = argv[0], argv[1:]
+    _setup_logging()
+    try:
+        if cmd == "experiment":
+            return cmd_experiment(rest)
+        if cmd == "report":
+            return cmd_report(rest)
+        if cmd == "compare":
+            return cmd_compare(rest)
+        if cmd == "sweep-report":
+            return cmd_sweep_report(rest)
+        if cmd == "sim":
+            from harness.sim.cli import main as sim_main
+
+            return sim_main(rest)
+    except ConfigError as exc:
+        print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
+
+
+# -- Hydra multirun callback ----------------------------------------------------------------
+
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object  # type: ignore[misc,assignment]
+
+
+class SweepReportCallback(_HydraCallback):  # type: ignore[misc]
+    """After a multirun sweep, write the sweep report (latency vs load, best load meeting SLO)."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        sweep_dir = Path(str(config.hydra.sweep.dir))
+        if not sweep_dir.is_absolute():
+            sweep_dir = project_root() / sweep_dir
+        runs_file = sweep_dir / "runs.txt"
+        if not runs_file.is_file():
+            return
+        runs = [Path(line.strip()) for line in runs_file.read_text().splitlines() if line.strip()]
+        if len(runs) < 2:
+            return
+        from harness.report import build_sweep_report
+
+        out = runs[0].parent / f"sweep-{sweep_dir.name}"
+        try:
+            build_sweep_report(runs, out)
+            print(f"\nsweep report ({len(runs)} runs): {out}")
+        except Exception as exc:  # the runs themselves are safe on disk; say what failed
+            print(
+                f"sweep report failed: {exc!r} (runs: {', '.join(map(str, runs))})", file=sys.stderr
+            )

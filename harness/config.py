@@ -118,6 +118,10 @@ class WorkloadConfig:
     num_items: int = 1000  # synthetic: size of the item pool (cycled)
     shuffle: bool = True
     seed: int = 0
+    # added by the workloads module:
+    force_length: bool | None = None  # None: True for synthetic/multiturn, False for jsonl/eval
+    slice_by: str = "auto"  # synthetic: auto | prefix | input_len | none (see README)
+    interleave: int = 4  # multiturn: conversations whose turns alternate in item order
 
 
 @dataclass
@@ -216,9 +220,13 @@ def load_target_preset(name: str, configs_dir: Path | None = None) -> DictConfig
 
 def resolve_arm(name: str, arm: Any, configs_dir: Path | None = None) -> TargetConfig:
     """Merge TargetConfig defaults <- preset ``configs/target/<target>.yaml`` <- arm overrides."""
-    arm_cfg = OmegaConf.create(OmegaConf.to_container(arm, resolve=True) if arm is not None else {})
-    if not isinstance(arm_cfg, DictConfig):
+    if isinstance(arm, DictConfig):
+        arm = OmegaConf.to_container(arm, resolve=True)
+    if arm is None:
+        arm = {}
+    if not isinstance(arm, dict):
         raise ConfigError(f"arms.{name}: expected a mapping like {{target: sim_vllm}}, got {arm!r}")
+    arm_cfg = OmegaConf.create(arm)
     preset_name = arm_cfg.pop("target", None)
     schema = OmegaConf.structured(TargetConfig)
     layers = [schema]

@@ -1,0 +1,345 @@
+"""The per-process load engine: turns the arrival schedule into requests to every arm.
+
+One engine lives in each load process (the local process, or each locust worker). It owns
+the arm clients, the workload, the request writer and the greenlets in flight. Locust users
+(:mod:`harness.load.users`) call into it:
+
+- open loop: one pacer per process walks the shared, seeded schedule and takes arrivals
+  ``i % n_workers == worker_index``, so N workers deliver the configured total rate, not N
+  times it. Each arrival is sent at its absolute target time (``t0 + offset``), never after a
+  relative sleep, so delays do not accumulate; if the process falls behind, the lag is
+  recorded as ``queue_delay_s`` (latency is also measured from ``t_scheduled``).
+- closed loop: each user sends, waits for the answer(s), and sends again.
+
+Pairing ``mirrored`` sends each arrival to every arm at the same moment in a random order
+(same ``pair_id`` and ``sample_id``); ``independent`` gives each arm its own schedule.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import gevent
+import gevent.event
+import gevent.lock
+import gevent.pool
+
+from harness.load.arrivals import build_schedule, phase_of
+from harness.load.spec import RunSpec
+from harness.record.schema import RequestRecord
+from harness.record.writer import RequestWriter
+from harness.targets import make_arm_client
+from harness.workloads import build_workload
+from harness.workloads.base import WorkItem
+
+log = logging.getLogger(__name__)
+
+#: Called with every recorded attempt (locust stats, progress counters).
+RecordListener = Callable[[RequestRecord], None]
+
+
+class LoadEngine:
+    def __init__(
+        self,
+        spec: RunSpec,
+        *,
+        worker_index: int = 0,
+        n_workers: int = 1,
+        on_record: RecordListener | None = None,
+    ) -> None:
+        self.spec = spec
+        self.worker_index = worker_index
+        self.n_workers = max(1, n_workers)
+        self.on_record = on_record
+        self.root = Path(spec.project_root)
+        self.load = spec.load
+        self.workload = build_workload(spec.workload, self.root)
+        self.writer = RequestWriter(
+            Path(spec.run_dir),
+            prefix=f"w{worker_index}",
+            flush_interval_s=spec.record.flush_interval_s,
+            flush_rows=spec.record.flush_rows,
+        )
+        self.arm_names = list(spec.arms)
+        self.clients = {
+            arm: make_arm_client(
+                arm,
+                target,
+                run_id=spec.run_id,
+                experiment=spec.experiment,
+                output_text=spec.record.output_text,
+                seed=spec.seed,
+                worker=worker_index,
+            )
+            for arm, target in spec.arms.items()
+        }
+        cap = self.load.concurrency if self.load.mode == "open" else None
+        # open loop with a cap: at most `concurrency` requests in flight per arm; arrivals over
+        # the cap wait (and that wait is recorded as queue_delay_s).
+        self.arm_caps = {
+            arm: gevent.lock.BoundedSemaphore(cap) if cap else None for arm in self.arm_names
+        }
+        self.inflight = gevent.pool.Group()
+        self.stop_event = gevent.event.Event()
+        self.started = gevent.event.Event()
+        self.done = gevent.event.Event()
+        self.t0_ns: int | None = None
+        self._perf_anchor = 0
+        self.counts: dict[str, Counter[str]] = defaultdict(Counter)
+        self.arrivals = 0
+        self._closed_counter = 0
+        self._closed_active = 0
+        self._flusher: gevent.Greenlet | None = None
+
+    # -- clock ---------------------------------------------------------------------------
+
+    def set_t0(self, t0_ns: int) -> None:
+        """Fix the common start time (UTC ns); every process computes targets from it."""
+        self.t0_ns = int(t0_ns)
+        self._perf_anchor = time.perf_counter_ns() - time.time_ns() + self.t0_ns
+        self.started.set()
+
+    def _sleep_until(self, offset_s: float) -> None:
+        target = self._perf_anchor + int(offset_s * 1e9)
+        while not self.stop_event.is_set():
+            delay = (target - time.perf_counter_ns()) / 1e9
+            if delay <= 0:
+                return
+            self.stop_event.wait(min(delay, 0.5))
+
+    def _elapsed_s(self) -> float:
+        return (time.perf_counter_ns() - self._perf_anchor) / 1e9
+
+    def _virtual_ns(self, t_sched_ns: int) -> int:
+        assert self.t0_ns is not None
+        return self.t0_ns + int((t_sched_ns - self.t0_ns) * self.load.time_scale)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def start_flusher(self) -> None:
+        def flush_loop() -> None:
+            while True:
+                gevent.sleep(min(0.25, self.spec.record.flush_interval_s / 4))
+                try:
+                    self.writer.maybe_flush()
+                except Exception:  # never let a flush problem kill the run silently
+                    log.exception("flushing request records failed")
+
+        self._flusher = gevent.spawn(flush_loop)
+
+    def wait_started(self, timeout: float | None = None) -> bool:
+        return self.started.wait(timeout)
+
+    def stop(self) -> None:
+        self.stop_event.set()
+
+    def drain(self, timeout_s: float) -> int:
+        """Wait for requests in flight, then cancel the rest (recorded as ``cancelled``)."""
+        self.inflight.join(timeout=timeout_s)
+        left = len(self.inflight)
+        if left:
+            log.warning("cancelling %d request(s) still in flight", left)
+            self.inflight.kill(block=True, timeout=5)
+        return left
+
+    def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.kill()
+        self.writer.close()
+        for c in self.clients.values():
+            try:
+                c.close()
+            except Exception:
+                log.debug("closing client failed", exc_info=True)
+
+    # -- open loop -----------------------------------------------------------------------
+
+    def run_open(self) -> None:
+        """Walk the schedule(s) and dispatch this process's share of the arrivals."""
+        self.wait_started()
+        if self.load.pairing == "independent":
+            group = gevent.pool.Group()
+            for k, arm in enumerate(self.arm_names):
+                group.spawn(self._pace, [arm], k + 1)
+            group.join()
+        else:
+            self._pace(self.arm_names, 0)
+        self.drain(self.load.stop_timeout_s if not self.stop_event.is_set() else 2.0)
+        self.done.set()
+
+    def _pace(self, arms: list[str], stream: int) -> None:
+        schedule = build_schedule(self.load, self.root, stream=stream)
+        n, w = self.n_workers, self.worker_index
+        for i, offset in enumerate(schedule.offsets()):
+            if self.stop_event.is_set():
+                break
+            if i % n != w:
+                continue
+            self._sleep_until(offset)
+            if self.stop_event.is_set():
+                break
+            t_sched = self.t0_ns + int(offset * 1e9)  # type: ignore[operator]
+            self._dispatch(i, arms, t_sched, phase_of(offset, self.load), stream)
+
+    def _dispatch(self, i: int, arms: list[str], t_sched_ns: int, phase: str, stream: int) -> None:
+        item = self.workload.item(i)
+        self.arrivals += 1
+        mirrored = len(arms) > 1 or stream == 0
+        pair_id = f"p{i:09d}" if mirrored else None
+        order = list(arms)
+        if len(order) > 1:
+            random.Random(self.spec.seed * 1_000_003 + i).shuffle(order)
+        for arm in order:
+            rid = f"{arm}-{i:09d}" if stream == 0 else f"{arm}-s{stream}-{i:09d}"
+            self.inflight.spawn(self._send, arm, item, rid, pair_id, t_sched_ns, phase)
+
+    # -- closed loop ---------------------------------------------------------------------
+
+    def run_closed_user(self) -> None:
+        """One closed-loop user: send (to every arm, mirrored), wait, repeat until the end."""
+        self.wait_started()
+        self._closed_active += 1
+        try:
+            self._closed_loop()
+        finally:
+            self._closed_active -= 1
+            if self._closed_active == 0:
+                self.drain(self.load.stop_timeout_s if not self.stop_event.is_set() else 2.0)
+                self.done.set()
+
+    def _closed_loop(self) -> None:
+        load = self.load
+        while not self.stop_event.is_set():
+            k = self._closed_counter
+            self._closed_counter += 1
+            i = k * self.n_workers + self.worker_index
+            if load.max_requests is not None and i >= load.max_requests:
+                break
+            elapsed = self._elapsed_s()
+            if elapsed >= load.duration_s:
+                break
+            t_sched = time.time_ns()
+            item = self.workload.item(i)
+            self.arrivals += 1
+            phase = phase_of(elapsed, load)
+            if load.pairing == "independent":
+                arms = [self.arm_names[i % len(self.arm_names)]]
+                pair_id = None
+            else:
+                arms = list(self.arm_names)
+                random.Random(self.spec.seed * 1_000_003 + i).shuffle(arms)
+                pair_id = f"p{i:09d}"
+            jobs = [
+                self.inflight.spawn(
+                    self._send, arm, item, f"{arm}-{i:09d}", pair_id, t_sched, phase
+                )
+                for arm in arms
+            ]
+            gevent.joinall(jobs)
+
+    # -- one logical request -------------------------------------------------------------
+
+    def _send(
+        self,
+        arm: str,
+        item: WorkItem,
+        request_id: str,
+        pair_id: str | None,
+        t_sched_ns: int,
+        phase: str,
+    ) -> None:
+        cap = self.arm_caps.get(arm)
+        records: list[RequestRecord] = []
+        try:
+            if cap is not None:
+                with cap:
+                    records = self._execute(arm, item, request_id, pair_id, t_sched_ns, phase)
+            else:
+                records = self._execute(arm, item, request_id, pair_id, t_sched_ns, phase)
+        except gevent.GreenletExit:
+            records = [self._cancelled(arm, item, request_id, pair_id, t_sched_ns, phase)]
+            raise
+        except Exception as exc:  # a client bug must not lose the row or kill the run
+            log.exception("request %s to arm %s failed inside the client", request_id, arm)
+            rec = self._cancelled(arm, item, request_id, pair_id, t_sched_ns, phase)
+            rec.error_type = "bad_response"
+            rec.error_message = f"client error: {exc!r}"[:500]
+            records = [rec]
+        finally:
+            for rec in records:
+                self.writer.add_record(rec)
+                self.counts[arm]["ok" if rec.status == "ok" else rec.error_type or "error"] += 1
+                if self.on_record is not None:
+                    try:
+                        self.on_record(rec)
+                    except Exception:
+                        log.debug("record listener failed", exc_info=True)
+
+    def _execute(
+        self,
+        arm: str,
+        item: WorkItem,
+        request_id: str,
+        pair_id: str | None,
+        t_sched: int,
+        phase: str,
+    ) -> list[RequestRecord]:
+        return self.clients[arm].execute(
+            item,
+            request_id=request_id,
+            pair_id=pair_id,
+            t_scheduled_ns=t_sched,
+            phase=phase,
+            t_virtual_ns=self._virtual_ns(t_sched),
+        )
+
+    def _cancelled(
+        self,
+        arm: str,
+        item: WorkItem,
+        request_id: str,
+        pair_id: str | None,
+        t_sched: int,
+        phase: str,
+    ) -> RequestRecord:
+        target = self.spec.arms[arm]
+        now = time.time_ns()
+        return RequestRecord(
+            run_id=self.spec.run_id,
+            experiment=self.spec.experiment,
+            arm=arm,
+            target_kind=target.kind,
+            model=target.model,
+            worker=self.worker_index,
+            request_id=request_id,
+            attempt=0,
+            status="error",
+            error_type="cancelled",
+            error_message="the run stopped before the request finished",
+            pair_id=pair_id,
+            sample_id=item.sample_id,
+            workload=item.workload,
+            slice=item.slice,
+            conversation_id=item.conversation_id,
+            turn=item.turn,
+            phase=phase,
+            t_scheduled=t_sched,
+            t_end=now,
+            t_virtual=self._virtual_ns(t_sched),
+            requested_max_tokens=item.max_tokens,
+            reference_answer=item.reference_answer,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        return {
+            "worker": self.worker_index,
+            "arrivals": self.arrivals,
+            "rows": self.writer.rows_written + self.writer.pending,
+            "counts": {arm: dict(c) for arm, c in self.counts.items()},
+        }

@@ -1,0 +1,462 @@
+"""The experiment run loop: from a resolved config to a run directory full of data.
+
+Stages, in order: resolve arms (presets + overrides) and check API-key variables before any
+traffic -> create the run directory and manifest -> start simulators / managed vLLM servers
+-> preflight every endpoint -> start /metrics scrapers -> drive load with locust (locally or
+master + N worker processes on one coordinated schedule) while printing live progress ->
+drain, flush, close the manifest -> one-screen summary -> report.
+
+SIGINT/SIGTERM stop the schedule, give requests in flight a short grace, flush everything and
+close the manifest as ``interrupted``. A SIGKILL loses at most the last flush interval of rows.
+"""
+
+# ruff: noqa: I001  (locust is imported first on purpose)
+from __future__ import annotations
+
+# locust must be imported first: it monkey-patches sockets, ssl and threading for gevent.
+import locust  # noqa: F401  (monkey-patches for gevent before anything else)
+
+import contextlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import gevent
+from locust.env import Environment
+from omegaconf import DictConfig, OmegaConf
+
+from harness.config import Config, ConfigError, TargetConfig, project_root, resolve_arm
+from harness.load.engine import LoadEngine
+from harness.load.spec import RunSpec
+from harness.load.users import ClosedLoopUser, PacerUser, install_engine
+from harness.record.manifest import RunManifest, make_run_dir, new_run_id, point_latest
+from harness.record.schema import RequestRecord
+from harness.record.writer import MetricsWriter
+
+log = logging.getLogger(__name__)
+
+STATS_REQUEST = "request"  # locust stats entry per arm: every attempt, e2e ms
+STATS_TTFT = "ttft"  # locust stats entry per arm: time to first token, ms
+
+
+class RunError(RuntimeError):
+    """The run could not start or went wrong in a way the user must fix."""
+
+
+def fire_locust_event(env: Environment, rec: RequestRecord) -> None:
+    """Report one attempt to locust's statistics (console, web UI, distributed totals)."""
+    exc = None if rec.status == "ok" else RuntimeError(rec.error_type or "error")
+    env.events.request.fire(
+        request_type=rec.arm,
+        name=STATS_REQUEST,
+        response_time=(rec.e2e_s or 0.0) * 1000.0,
+        response_length=rec.completion_tokens or 0,
+        exception=exc,
+        context={},
+    )
+    if rec.ttft_s is not None:
+        env.events.request.fire(
+            request_type=rec.arm,
+            name=STATS_TTFT,
+            response_time=rec.ttft_s * 1000.0,
+            response_length=0,
+            exception=None,
+            context={},
+        )
+
+
+def resolve_arms(
+    cfg: Config | DictConfig, configs_dir: Path | None = None
+) -> dict[str, TargetConfig]:
+    arms_cfg = cfg.arms
+    if not arms_cfg:
+        raise ConfigError(
+            "arms: the experiment names no arms (e.g. arms: {cloud: {target: sim_cloud}})"
+        )
+    return {name: resolve_arm(str(name), arm, configs_dir) for name, arm in arms_cfg.items()}
+
+
+def check_api_keys(arms: dict[str, TargetConfig]) -> None:
+    """Fail before any traffic when an arm's API-key variable is not set."""
+    from harness.targets import resolve_api_key
+
+    for name, target in arms.items():
+        resolve_api_key(name, target)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _Progress:
+    """Prints one line per interval: requests, rate, errors and p50 TTFT per arm."""
+
+    def __init__(self, env: Environment, arms: list[str], duration_s: float) -> None:
+        self.env = env
+        self.arms = arms
+        self.duration_s = duration_s
+        self.t_start = time.monotonic()
+        self.last: dict[str, tuple[float, int]] = {}
+
+    def line(self) -> str:
+        stats = self.env.runner.stats if self.env.runner else self.env.stats
+        now = time.monotonic()
+        parts = [f"[{now - self.t_start:6.0f}s/{self.duration_s:.0f}s]"]
+        for arm in self.arms:
+            req = stats.get(STATS_REQUEST, arm)
+            ttft = stats.get(STATS_TTFT, arm)
+            t_last, n_last = self.last.get(arm, (self.t_start, 0))
+            rate = (req.num_requests - n_last) / max(now - t_last, 1e-9)
+            self.last[arm] = (now, req.num_requests)
+            p50 = ttft.get_response_time_percentile(0.5) if ttft.num_requests else None
+            p50s = f"{p50:.0f} ms" if p50 is not None else "-"
+            parts.append(
+                f"{arm}: {req.num_requests} req ({rate:.1f}/s) {req.num_failures} err, p50 TTFT {p50s}"
+            )
+        return " | ".join(parts)
+
+    def error_rates(self) -> dict[str, tuple[int, float]]:
+        stats = self.env.runner.stats if self.env.runner else self.env.stats
+        out = {}
+        for arm in self.arms:
+            req = stats.get(STATS_REQUEST, arm)
+            out[arm] = (
+                req.num_requests,
+                req.num_failures / req.num_requests if req.num_requests else 0.0,
+            )
+        return out
+
+
+class ExperimentRun:
+    """One experiment run (see the module docstring for the stages)."""
+
+    def __init__(self, cfg: Config | DictConfig, *, sweep: dict[str, Any] | None = None) -> None:
+        self.cfg = cfg
+        self.root = project_root()
+        self.sweep = sweep
+        self.stack = contextlib.ExitStack()
+        self.stop_reason: str | None = None
+        self.interrupted = False
+        self.worker_procs: list[subprocess.Popen] = []
+        self.done_workers: dict[int, dict[str, Any]] = {}
+
+    # -- setup ---------------------------------------------------------------------------
+
+    def prepare(self) -> RunSpec:
+        cfg = self.cfg
+        self.arms = resolve_arms(cfg, self.root / "configs")
+        check_api_keys(self.arms)
+        experiment = str(cfg.experiment.name)
+        run_id = str(cfg.run_id) if cfg.run_id else new_run_id()
+        reports_dir = Path(cfg.record.reports_dir)
+        if not reports_dir.is_absolute():
+            reports_dir = self.root / reports_dir
+        self.reports_dir = reports_dir
+        self.run_dir = make_run_dir(reports_dir, experiment, run_id)
+        resolved = (
+            OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+            if not isinstance(cfg, dict)
+            else cfg
+        )
+        self.manifest = RunManifest.create(
+            self.run_dir,
+            run_id=run_id,
+            experiment=experiment,
+            config=resolved,  # type: ignore[arg-type]
+            arms={n: self._arm_info(t) for n, t in self.arms.items()},
+            extra={
+                "offered": {
+                    "mode": cfg.load.mode,
+                    "rate": cfg.load.rate if cfg.load.mode == "open" else None,
+                    "concurrency": cfg.load.concurrency,
+                    "arrival": cfg.load.arrival,
+                    "pairing": cfg.load.pairing,
+                },
+                "sweep": self.sweep,
+            },
+        )
+        point_latest(reports_dir, self.run_dir)
+        load = OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(type(Config().load)), cfg.load)
+        )
+        workload = OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(type(Config().workload)), cfg.workload)
+        )
+        record = OmegaConf.to_object(
+            OmegaConf.merge(OmegaConf.structured(type(Config().record)), cfg.record)
+        )
+        return RunSpec(
+            run_id=run_id,
+            experiment=experiment,
+            run_dir=str(self.run_dir),
+            project_root=str(self.root),
+            arms=self.arms,
+            workload=workload,  # type: ignore[arg-type]
+            load=load,  # type: ignore[arg-type]
+            record=record,  # type: ignore[arg-type]
+            n_workers=max(1, int(cfg.load.workers)),
+            seed=int(cfg.load.seed),
+        )
+
+    @staticmethod
+    def _arm_info(t: TargetConfig) -> dict[str, Any]:
+        return {
+            "kind": t.kind,
+            "model": t.model,
+            "base_url": t.base_url,
+            "api": t.api,
+            "client": t.client,
+            "api_key_env": t.api_key_env,
+        }
+
+    def start_targets(self) -> None:
+        """Start simulators and managed vLLM servers; fill in their URLs."""
+        for name, target in self.arms.items():
+            if target.kind in ("sim_vllm", "sim_cloud"):
+                from harness.sim.process import SimProcess
+
+                profile = "vllm" if target.kind == "sim_vllm" else "cloud"
+                print(f"starting simulator for arm {name!r} (profile {profile})", flush=True)
+                sim = SimProcess(
+                    profile,
+                    params=dict(target.sim.params or {}),
+                    config_file=target.sim.config_file,
+                    seed=target.sim.seed,
+                )
+                self.stack.enter_context(sim)
+                target.base_url = sim.base_url
+            elif target.kind == "vllm" and target.launch.enabled:
+                from harness.targets.launcher import VllmLauncher
+
+                print(f"launching vLLM for arm {name!r}", flush=True)
+                launcher = VllmLauncher(name, target, run_dir=self.run_dir)
+                self.stack.enter_context(launcher)
+                target.base_url = launcher.base_url
+        self.manifest.update(arms={n: self._arm_info(t) for n, t in self.arms.items()})
+
+    def preflight(self) -> None:
+        from harness.targets.preflight import preflight
+
+        for name, target in self.arms.items():
+            if target.preflight:
+                preflight(name, target)
+
+    def start_scrapers(self, spec: RunSpec) -> None:
+        from harness.targets.metrics import MetricsScraper
+
+        self.metrics_writer = MetricsWriter(
+            self.run_dir, prefix="m", flush_interval_s=spec.record.flush_interval_s
+        )
+        for name, target in self.arms.items():
+            on = target.scrape_metrics
+            if on is None:
+                on = target.kind != "openai"
+            if not on:
+                continue
+            scraper = MetricsScraper(
+                name,
+                target,
+                run_id=spec.run_id,
+                interval_s=target.metrics_interval_s,
+                on_rows=self.metrics_writer.extend,
+            )
+            scraper.start()
+            self.stack.callback(scraper.stop)
+        self.stack.callback(self.metrics_writer.close)
+
+    # -- load ----------------------------------------------------------------------------
+
+    def _user_class(self, spec: RunSpec) -> type:
+        return PacerUser if spec.load.mode == "open" else ClosedLoopUser
+
+    def _user_count(self, spec: RunSpec) -> int:
+        if spec.load.mode == "open":
+            return spec.n_workers
+        if not spec.load.concurrency:
+            raise ConfigError("load.concurrency: required (>= 1) when load.mode=closed")
+        return int(spec.load.concurrency)
+
+    def drive(self, spec: RunSpec) -> None:
+        load = spec.load
+        if load.mode not in ("open", "closed"):
+            raise ConfigError(f"load.mode: {load.mode!r} is not 'open' or 'closed'")
+        user_class = self._user_class(spec)
+        env = Environment(user_classes=[user_class], events=locust.events)
+        self.env = env
+        distributed = load.workers and load.workers > 0
+        engine: LoadEngine | None = None
+        if distributed:
+            port = _free_port()
+            runner = env.create_master_runner("127.0.0.1", port)
+            runner.register_message("harness_done", self._on_worker_done)
+            spec_path = self.run_dir / "runtime.json"
+            spec.save(spec_path)
+            for _ in range(spec.n_workers):
+                self.worker_procs.append(
+                    subprocess.Popen(
+                        [
+                            sys.executable,
+                            "-m",
+                            "harness.load.worker",
+                            "--master-port",
+                            str(port),
+                            "--spec",
+                            str(spec_path),
+                        ],
+                        start_new_session=False,
+                    )
+                )
+            deadline = time.monotonic() + 60
+            while runner.worker_count < spec.n_workers:
+                if time.monotonic() > deadline:
+                    raise RunError(
+                        f"only {runner.worker_count} of {spec.n_workers} locust workers connected in 60 s"
+                    )
+                if any(p.poll() is not None for p in self.worker_procs):
+                    raise RunError(
+                        "a locust worker process exited during start-up (see its output above)"
+                    )
+                gevent.sleep(0.1)
+            t0 = time.time_ns() + int(0.5e9)
+            runner.send_message("harness_t0", {"t0_ns": t0})
+        else:
+            runner = env.create_local_runner()
+            engine = LoadEngine(
+                spec, worker_index=0, n_workers=1, on_record=lambda r: fire_locust_event(env, r)
+            )
+            install_engine(engine)
+            engine.start_flusher()
+            t0 = time.time_ns() + int(0.2e9)
+            engine.set_t0(t0)
+        self.manifest.update(t0_ns=t0)
+        if load.web_ui:
+            env.create_web_ui("127.0.0.1", load.web_port)
+            print(f"locust web UI on http://127.0.0.1:{load.web_port}", flush=True)
+
+        self._install_signal_handlers(engine)
+        n_users = self._user_count(spec)
+        runner.start(n_users, spawn_rate=max(n_users, 1) * 100)
+        progress = _Progress(env, list(spec.arms), load.duration_s)
+        hard_deadline = time.monotonic() + load.duration_s + load.stop_timeout_s + 60
+        next_progress = time.monotonic() + self.cfg.progress_interval_s
+        closed_end = time.monotonic() + load.duration_s + 0.2 if load.mode == "closed" else None
+        try:
+            while True:
+                if engine is not None and engine.done.is_set():
+                    break
+                if distributed and len(self.done_workers) >= spec.n_workers:
+                    break
+                if self.stop_reason is not None:
+                    break
+                now = time.monotonic()
+                if closed_end is not None and now >= closed_end and engine is not None:
+                    engine.stop_event.set()  # closed users end at the duration; done follows drain
+                if now > hard_deadline:
+                    self.stop_reason = "hard deadline passed (requests did not finish)"
+                    break
+                if now >= next_progress:
+                    print(progress.line(), flush=True)
+                    next_progress = now + self.cfg.progress_interval_s
+                    self._check_error_rate(progress, load.max_error_rate)
+                gevent.sleep(0.1)
+        finally:
+            self._finish_load(runner, engine, spec)
+        print(progress.line(), flush=True)
+
+    def _check_error_rate(self, progress: _Progress, limit: float | None) -> None:
+        if limit is None:
+            return
+        for arm, (n, rate) in progress.error_rates().items():
+            if n >= 20 and rate > limit:
+                self.stop_reason = (
+                    f"arm {arm!r} error rate {rate:.1%} passed load.max_error_rate={limit:.1%}"
+                )
+                print(f"stopping: {self.stop_reason}", flush=True)
+
+    def _on_worker_done(self, environment: Environment, msg: Any, **kw: Any) -> None:
+        data = msg.data or {}
+        self.done_workers[int(data.get("worker", len(self.done_workers)))] = data
+
+    def _install_signal_handlers(self, engine: LoadEngine | None) -> None:
+        def handler() -> None:
+            if self.interrupted:
+                print("second interrupt: stopping now", flush=True)
+            self.interrupted = True
+            self.stop_reason = self.stop_reason or "interrupted by signal"
+            if engine is not None:
+                engine.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            gevent.signal_handler(sig, handler)
+
+    def _finish_load(self, runner: Any, engine: LoadEngine | None, spec: RunSpec) -> None:
+        if engine is not None:
+            engine.stop()
+            if not engine.done.is_set():
+                engine.drain(2.0)
+            runner.quit()
+            engine.close()
+            install_engine(None)
+            self.engine_stats = [engine.stats()]
+        else:
+            if self.stop_reason is not None:
+                runner.send_message("harness_stop", {})
+                deadline = time.monotonic() + 10
+                while len(self.done_workers) < spec.n_workers and time.monotonic() < deadline:
+                    gevent.sleep(0.1)
+            runner.quit()
+            for p in self.worker_procs:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.terminate()
+                    try:
+                        p.wait(timeout=5)
+                    except subprocess.TimeoutExpired:
+                        p.kill()
+            self.engine_stats = list(self.done_workers.values())
+
+    # -- the whole run -------------------------------------------------------------------
+
+    def run(self) -> Path:
+        spec = self.prepare()
+        status = "failed"
+        try:
+            with self.stack:
+                self.start_targets()
+                spec.arms = self.arms
+                self.preflight()
+                self.start_scrapers(spec)
+                print(
+                    f"run {spec.run_id}: {', '.join(f'{n} -> {t.base_url}' for n, t in self.arms.items())}",
+                    flush=True,
+                )
+                self.drive(spec)
+            status = "interrupted" if self.stop_reason else "completed"
+        except BaseException as exc:
+            self.manifest.finish("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            raise
+        self.manifest.finish(status, stop_reason=self.stop_reason, load_processes=self.engine_stats)
+        return self.run_dir
+
+
+def run_experiment(cfg: Config | DictConfig, *, sweep: dict[str, Any] | None = None) -> Path:
+    """Run one experiment; returns its run directory."""
+    return ExperimentRun(cfg, sweep=sweep).run()
+
+
+def spec_as_dict(spec: RunSpec) -> dict[str, Any]:
+    return asdict(spec)
+
+
+def _env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

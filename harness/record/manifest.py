@@ -1,0 +1,185 @@
+"""The run directory and its ``manifest.json``: what ran, against what, when, with which versions.
+
+The manifest is written when a run starts (``status: running``) and rewritten atomically when
+it ends (``completed``, ``interrupted`` or ``failed``). Secrets never reach it: config values
+under keys that look like secrets are redacted, and API keys are only ever read from the
+environment variables that the config names.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import secrets
+import socket
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+REDACTED = "***redacted***"
+_SECRET_KEY = re.compile(r"(api_?key|secret|token|password|authorization)$", re.IGNORECASE)
+_KEY_PACKAGES = (
+    "llm-canary-harness",
+    "locust",
+    "gevent",
+    "geventhttpclient",
+    "openai",
+    "hydra-core",
+    "pyarrow",
+    "pandas",
+    "numpy",
+    "scipy",
+    "matplotlib",
+)
+
+
+def new_run_id(now: datetime | None = None) -> str:
+    now = now or datetime.now(UTC)
+    return now.strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+def utc_now_iso() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def redact(obj: Any) -> Any:
+    """Copy of a config tree with secret-looking keys' values replaced.
+
+    ``api_key_env`` (the *name* of an environment variable) is kept: it is not a secret.
+    """
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if isinstance(k, str) and _SECRET_KEY.search(k) and v is not None:
+                out[k] = REDACTED
+            else:
+                out[k] = redact(v)
+        return out
+    if isinstance(obj, list):
+        return [redact(v) for v in obj]
+    return obj
+
+
+def package_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for name in _KEY_PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def host_info() -> dict[str, Any]:
+    return {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python_executable": sys.executable,
+    }
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=2, sort_keys=False, default=str)
+        fh.write("\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+@dataclass
+class RunManifest:
+    """Holds the manifest dict and rewrites ``manifest.json`` on every change."""
+
+    run_dir: Path
+    data: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def create(
+        cls,
+        run_dir: Path,
+        *,
+        run_id: str,
+        experiment: str,
+        config: dict[str, Any],
+        arms: dict[str, dict[str, Any]],
+        extra: dict[str, Any] | None = None,
+    ) -> RunManifest:
+        data: dict[str, Any] = {
+            "run_id": run_id,
+            "experiment": experiment,
+            "status": "running",
+            "started_at": utc_now_iso(),
+            "ended_at": None,
+            "duration_s": None,
+            "config": redact(config),
+            "arms": redact(arms),
+            "versions": package_versions(),
+            "host": host_info(),
+            "argv": [a for a in sys.argv],
+        }
+        if extra:
+            data.update(redact(extra))
+        m = cls(Path(run_dir), data)
+        m.save()
+        return m
+
+    @classmethod
+    def load(cls, run_dir: Path) -> RunManifest:
+        path = Path(run_dir) / "manifest.json"
+        try:
+            return cls(Path(run_dir), json.loads(path.read_text(encoding="utf-8")))
+        except FileNotFoundError as exc:
+            raise FileNotFoundError(f"{path}: no manifest.json (is this a run directory?)") from exc
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{path}: not valid JSON ({exc})") from exc
+
+    @property
+    def path(self) -> Path:
+        return self.run_dir / "manifest.json"
+
+    def update(self, **fields_: Any) -> None:
+        self.data.update(redact(fields_))
+        self.save()
+
+    def finish(self, status: str, **fields_: Any) -> None:
+        ended = datetime.now(UTC)
+        started = datetime.fromisoformat(self.data["started_at"].replace("Z", "+00:00"))
+        self.update(
+            status=status,
+            ended_at=ended.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            duration_s=round((ended - started).total_seconds(), 3),
+            **fields_,
+        )
+
+    def save(self) -> None:
+        write_json_atomic(self.path, self.data)
+
+
+def make_run_dir(reports_dir: Path, experiment: str, run_id: str) -> Path:
+    run_dir = Path(reports_dir) / experiment / run_id
+    run_dir.mkdir(parents=True, exist_ok=False)
+    return run_dir
+
+
+def point_latest(reports_dir: Path, run_dir: Path) -> None:
+    """Make ``reports/latest`` a relative symlink to ``run_dir`` (replaced atomically)."""
+    reports_dir = Path(reports_dir)
+    link = reports_dir / "latest"
+    tmp = reports_dir / f".latest.{os.getpid()}"
+    target = os.path.relpath(run_dir, reports_dir)
+    try:
+        if tmp.is_symlink() or tmp.exists():
+            tmp.unlink()
+        os.symlink(target, tmp)
+        os.replace(tmp, link)
+    except OSError:  # filesystems without symlinks: a text file naming the run
+        (reports_dir / "latest.txt").write_text(str(run_dir) + "\n", encoding="utf-8")
