@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.config import ConfigError, project_root
-
 log = logging.getLogger("harness")
 
 USAGE = """usage: harness <command> [args]
@@ -25,6 +23,7 @@ commands:
   report RUN_DIR                 (re)write summary.json, plots/, report.html, memo.md
   compare RUN_A RUN_B [-o DIR]   compare two runs side by side
   sim --profile vllm|cloud ...   run the embedded simulator (see `harness sim --help`)
+  worker --master-host H --master-port P   a load worker for distributed runs
 """
 
 
@@ -62,13 +61,18 @@ def _sweep_info() -> dict[str, Any] | None:
 
 
 def _experiment_task(cfg: Any) -> None:
-    from harness.load.runner import run_experiment
+    from harness.config import ConfigError, project_root
+    from harness.load.runner import RunError, run_experiment
+    from harness.targets.errors import TargetError
 
     sweep = _sweep_info()
     try:
         run_dir = run_experiment(cfg, sweep=sweep)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    except (TargetError, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     if sweep is not None:
         sweep_dir = (
@@ -105,7 +109,7 @@ def print_summary(summary: dict[str, Any]) -> None:
 def cmd_experiment(argv: list[str]) -> int:
     import hydra
 
-    from harness.config import register_configs
+    from harness.config import project_root, register_configs
 
     register_configs()
     configs = project_root() / "configs"
@@ -171,6 +175,13 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE)
         return 0 if argv else 2
     cmd, rest = argv[0], argv[1:]
+    if cmd in ("experiment", "worker"):
+        # The load process runs on gevent: patch before anything imports sockets or ssl.
+        from gevent import monkey
+
+        monkey.patch_all()
+    from harness.config import ConfigError
+
     _setup_logging()
     try:
         if cmd == "experiment":
@@ -181,6 +192,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(rest)
         if cmd == "sweep-report":
             return cmd_sweep_report(rest)
+        if cmd == "worker":
+            from harness.load.worker import main as worker_main
+
+            return worker_main(rest)
         if cmd == "sim":
             from harness.sim.cli import main as sim_main
 
@@ -208,6 +223,8 @@ class SweepReportCallback(_HydraCallback):  # type: ignore[misc]
     """After a multirun sweep, write the sweep report (latency vs load, best load meeting SLO)."""
 
     def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from harness.config import project_root
+
         sweep_dir = Path(str(config.hydra.sweep.dir))
         if not sweep_dir.is_absolute():
             sweep_dir = project_root() / sweep_dir

@@ -142,7 +142,10 @@ class LoadConfig:
     diurnal_period_s: float = 86400.0
     diurnal_min_frac: float = 0.3  # trough rate as a fraction of the peak
     pairing: str = "mirrored"  # mirrored | independent
-    workers: int = 0  # 0: one local process; N: locust master + N worker processes
+    workers: int = 0  # 0: one local process; N: locust master + N local worker processes
+    remote_workers: int = 0  # also wait for this many workers started on other machines
+    master_bind_host: str = "127.0.0.1"  # 0.0.0.0 to accept remote workers
+    master_port: int = 0  # 0: a free port (remote workers need a fixed one, e.g. 5557)
     web_ui: bool = False
     web_port: int = 8089
     time_scale: float = 1.0  # experiment-clock seconds per wall second (t_virtual)

@@ -33,7 +33,7 @@ import gevent.pool
 from harness.load.arrivals import build_schedule, phase_of
 from harness.load.spec import RunSpec
 from harness.record.schema import RequestRecord
-from harness.record.writer import RequestWriter
+from harness.record.writer import RequestWriter, warm_up_parquet
 from harness.targets import make_arm_client
 from harness.workloads import build_workload
 from harness.workloads.base import WorkItem
@@ -65,7 +65,9 @@ class LoadEngine:
             prefix=f"w{worker_index}",
             flush_interval_s=spec.record.flush_interval_s,
             flush_rows=spec.record.flush_rows,
+            auto_flush=False,  # the flusher greenlet writes parts in a real OS thread
         )
+        warm_up_parquet()
         self.arm_names = list(spec.arms)
         self.clients = {
             arm: make_arm_client(
@@ -126,12 +128,22 @@ class LoadEngine:
         def flush_loop() -> None:
             while True:
                 gevent.sleep(min(0.25, self.spec.record.flush_interval_s / 4))
-                try:
-                    self.writer.maybe_flush()
-                except Exception:  # never let a flush problem kill the run silently
-                    log.exception("flushing request records failed")
+                self.flush_off_loop(only_if_due=True)
 
         self._flusher = gevent.spawn(flush_loop)
+
+    def flush_off_loop(self, only_if_due: bool = False) -> None:
+        """Write buffered rows in gevent's thread pool: fsync never stalls the sends."""
+        if only_if_due and not self.writer.due():
+            return
+        batch = self.writer.take()
+        if batch is None:
+            return
+        try:
+            gevent.get_hub().threadpool.apply(self.writer.write_batch, batch)
+        except Exception:  # keep the rows: put them back for the next flush
+            log.exception("writing request records failed; will retry")
+            self.writer.requeue(batch[0])
 
     def wait_started(self, timeout: float | None = None) -> bool:
         return self.started.wait(timeout)

@@ -100,17 +100,19 @@ def _free_port() -> int:
 class _Progress:
     """Prints one line per interval: requests, rate, errors and p50 TTFT per arm."""
 
-    def __init__(self, env: Environment, arms: list[str], duration_s: float) -> None:
+    def __init__(self, env: Environment, arms: list[str], duration_s: float, t0_ns: int) -> None:
         self.env = env
         self.arms = arms
         self.duration_s = duration_s
+        self.t0_ns = t0_ns
         self.t_start = time.monotonic()
         self.last: dict[str, tuple[float, int]] = {}
 
     def line(self) -> str:
         stats = self.env.runner.stats if self.env.runner else self.env.stats
         now = time.monotonic()
-        parts = [f"[{now - self.t_start:6.0f}s/{self.duration_s:.0f}s]"]
+        elapsed = max(0.0, (time.time_ns() - self.t0_ns) / 1e9)
+        parts = [f"[{elapsed:5.0f}s/{self.duration_s:.0f}s]"]
         for arm in self.arms:
             req = stats.get(STATS_REQUEST, arm)
             ttft = stats.get(STATS_TTFT, arm)
@@ -122,7 +124,7 @@ class _Progress:
             parts.append(
                 f"{arm}: {req.num_requests} req ({rate:.1f}/s) {req.num_failures} err, p50 TTFT {p50s}"
             )
-        return " | ".join(parts)
+        return parts[0] + " " + " | ".join(parts[1:])
 
     def error_rates(self) -> dict[str, tuple[int, float]]:
         stats = self.env.runner.stats if self.env.runner else self.env.stats
@@ -203,7 +205,7 @@ class ExperimentRun:
             workload=workload,  # type: ignore[arg-type]
             load=load,  # type: ignore[arg-type]
             record=record,  # type: ignore[arg-type]
-            n_workers=max(1, int(cfg.load.workers)),
+            n_workers=max(1, int(cfg.load.workers) + int(cfg.load.remote_workers)),
             seed=int(cfg.load.seed),
         )
 
@@ -222,17 +224,22 @@ class ExperimentRun:
         """Start simulators and managed vLLM servers; fill in their URLs."""
         for name, target in self.arms.items():
             if target.kind in ("sim_vllm", "sim_cloud"):
-                from harness.sim.process import SimProcess
+                from harness.sim.process import SimProcess, SimProcessError
 
                 profile = "vllm" if target.kind == "sim_vllm" else "cloud"
                 print(f"starting simulator for arm {name!r} (profile {profile})", flush=True)
+                params = dict(target.sim.params or {})
+                params.setdefault("model", target.model)  # the simulator serves the arm's model
                 sim = SimProcess(
                     profile,
-                    params=dict(target.sim.params or {}),
+                    params=params,
                     config_file=target.sim.config_file,
                     seed=target.sim.seed,
                 )
-                self.stack.enter_context(sim)
+                try:
+                    self.stack.enter_context(sim)
+                except SimProcessError as exc:
+                    raise RunError(f"arm {name!r}: the simulator did not start: {exc}") from exc
                 target.base_url = sim.base_url
             elif target.kind == "vllm" and target.launch.enabled:
                 from harness.targets.launcher import VllmLauncher
@@ -267,11 +274,14 @@ class ExperimentRun:
                 target,
                 run_id=spec.run_id,
                 interval_s=target.metrics_interval_s,
-                on_rows=self.metrics_writer.extend,
+                on_rows=self._on_metric_rows,
             )
             scraper.start()
             self.stack.callback(scraper.stop)
-        self.stack.callback(self.metrics_writer.close)
+
+    def _on_metric_rows(self, rows: list[dict[str, Any]]) -> None:
+        self.metrics_writer.extend(rows)
+        self.metrics_writer.maybe_flush()
 
     # -- load ----------------------------------------------------------------------------
 
@@ -292,42 +302,38 @@ class ExperimentRun:
         user_class = self._user_class(spec)
         env = Environment(user_classes=[user_class], events=locust.events)
         self.env = env
-        distributed = load.workers and load.workers > 0
+        distributed = load.workers + load.remote_workers > 0
         engine: LoadEngine | None = None
         if distributed:
-            port = _free_port()
-            runner = env.create_master_runner("127.0.0.1", port)
+            runner = env.create_master_runner(
+                load.master_bind_host, load.master_port or _free_port()
+            )
+            port = runner.master_bind_port
             runner.register_message("harness_done", self._on_worker_done)
-            spec_path = self.run_dir / "runtime.json"
-            spec.save(spec_path)
-            for _ in range(spec.n_workers):
+            spec.save(self.run_dir / "runtime.json")  # for the record; workers get it by message
+            for _ in range(load.workers):
                 self.worker_procs.append(
                     subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "harness.load.worker",
-                            "--master-port",
-                            str(port),
-                            "--spec",
-                            str(spec_path),
-                        ],
-                        start_new_session=False,
+                        [sys.executable, "-m", "harness", "worker", "--master-port", str(port)],
                     )
                 )
-            deadline = time.monotonic() + 60
+            if load.remote_workers:
+                print(
+                    f"waiting for {load.remote_workers} remote worker(s): run `harness worker "
+                    f"--master-host <this host> --master-port {port}` on each machine",
+                    flush=True,
+                )
+            deadline = time.monotonic() + (60 if not load.remote_workers else 600)
             while runner.worker_count < spec.n_workers:
                 if time.monotonic() > deadline:
                     raise RunError(
-                        f"only {runner.worker_count} of {spec.n_workers} locust workers connected in 60 s"
+                        f"only {runner.worker_count} of {spec.n_workers} locust workers connected"
                     )
                 if any(p.poll() is not None for p in self.worker_procs):
-                    raise RunError(
-                        "a locust worker process exited during start-up (see its output above)"
-                    )
+                    raise RunError("a locust worker process exited during start-up (see above)")
                 gevent.sleep(0.1)
-            t0 = time.time_ns() + int(0.5e9)
-            runner.send_message("harness_t0", {"t0_ns": t0})
+            t0 = time.time_ns() + int(1.0e9)
+            runner.send_message("harness_start", {"spec": asdict(spec), "t0_ns": t0})
         else:
             runner = env.create_local_runner()
             engine = LoadEngine(
@@ -345,7 +351,7 @@ class ExperimentRun:
         self._install_signal_handlers(engine)
         n_users = self._user_count(spec)
         runner.start(n_users, spawn_rate=max(n_users, 1) * 100)
-        progress = _Progress(env, list(spec.arms), load.duration_s)
+        progress = _Progress(env, list(spec.arms), load.duration_s, t0)
         hard_deadline = time.monotonic() + load.duration_s + load.stop_timeout_s + 60
         next_progress = time.monotonic() + self.cfg.progress_interval_s
         closed_end = time.monotonic() + load.duration_s + 0.2 if load.mode == "closed" else None

@@ -60,5 +60,5 @@ class RunSpec:
         )
 
     @classmethod
-    def load(cls, path: Path) -> RunSpec:
+    def read(cls, path: Path) -> RunSpec:
         return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

@@ -1,9 +1,13 @@
-"""A locust worker process: ``python -m harness.load.worker --master-port P --spec RUNTIME.json``.
+"""A locust worker process: ``harness worker --master-host H --master-port P [--run-dir DIR]``.
 
-It connects to the master on 127.0.0.1, learns its worker index, builds its own
-:class:`LoadEngine` (own clients, own part files ``w<index>-part-*.parquet``), waits for the
-master's common start time and runs its share of the schedule. SIGINT/SIGTERM stop it
-gracefully: requests in flight get a short grace, then everything is flushed.
+It connects to the master, learns its worker index, and waits for the master's
+``harness_start`` message, which carries the resolved run spec and the common start time.
+It then builds its own :class:`LoadEngine` (own clients, own part files
+``w<index>-part-*.parquet``) and runs its share of the one coordinated schedule.
+``--run-dir`` redirects its part files (a worker on another machine writes locally; copy
+``requests/w<index>-part-*`` into the run directory afterwards, the names never collide).
+SIGINT/SIGTERM stop it gracefully: requests in flight get a short grace, then everything
+is flushed.
 """
 
 # ruff: noqa: I001  (locust is imported first on purpose)
@@ -15,10 +19,10 @@ import argparse
 import logging
 import signal
 import sys
-from pathlib import Path
 from typing import Any
 
 import gevent
+import gevent.event
 from locust.env import Environment
 
 from harness.load.engine import LoadEngine
@@ -28,51 +32,68 @@ from harness.load.users import ClosedLoopUser, PacerUser, install_engine
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="harness-worker")
+    ap = argparse.ArgumentParser(prog="harness worker", description="a locust load worker")
     ap.add_argument("--master-host", default="127.0.0.1")
-    ap.add_argument("--master-port", type=int, required=True)
-    ap.add_argument("--spec", required=True)
+    ap.add_argument("--master-port", type=int, default=5557)
+    ap.add_argument("--run-dir", default=None, help="write part files here instead")
     args = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s"
     )
 
-    spec = RunSpec.load(Path(args.spec))
-    user_class = PacerUser if spec.load.mode == "open" else ClosedLoopUser
-    env = Environment(user_classes=[user_class], events=locust.events)
+    # Both user classes are known; the master spawns only the one its load mode uses.
+    env = Environment(user_classes=[PacerUser, ClosedLoopUser], events=locust.events)
     runner = env.create_worker_runner(args.master_host, args.master_port)
     index = max(0, runner.worker_index)
-    engine = LoadEngine(
-        spec,
-        worker_index=index,
-        n_workers=spec.n_workers,
-        on_record=lambda r: fire_locust_event(env, r),
-    )
-    install_engine(engine)
-    engine.start_flusher()
+    ready = gevent.event.Event()
+    holder: dict[str, LoadEngine] = {}
 
-    def on_t0(environment: Environment, msg: Any, **kw: Any) -> None:
+    def on_start(environment: Environment, msg: Any, **kw: Any) -> None:
+        spec = RunSpec.from_dict(msg.data["spec"])
+        if args.run_dir:
+            spec.run_dir = args.run_dir
+        engine = LoadEngine(
+            spec,
+            worker_index=index,
+            n_workers=spec.n_workers,
+            on_record=lambda r: fire_locust_event(env, r),
+        )
+        install_engine(engine)
+        engine.start_flusher()
         engine.set_t0(int(msg.data["t0_ns"]))
+        holder["engine"] = engine
+        ready.set()
 
     def on_stop(environment: Environment, msg: Any, **kw: Any) -> None:
-        engine.stop()
+        if "engine" in holder:
+            holder["engine"].stop()
 
-    runner.register_message("harness_t0", on_t0)
+    runner.register_message("harness_start", on_start)
     runner.register_message("harness_stop", on_stop)
 
     def report_done() -> None:
+        ready.wait()
+        engine = holder["engine"]
         engine.done.wait()
         engine.writer.flush()
         runner.send_message("harness_done", engine.stats())
 
     gevent.spawn(report_done)
+
+    def on_signal() -> None:
+        if "engine" in holder:
+            holder["engine"].stop()
+        else:
+            runner.quit()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        gevent.signal_handler(sig, engine.stop)
+        gevent.signal_handler(sig, on_signal)
     try:
         runner.greenlet.join()
     finally:
-        engine.stop()
-        engine.close()
+        if "engine" in holder:
+            holder["engine"].stop()
+            holder["engine"].close()
     return 0
 
 

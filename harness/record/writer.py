@@ -10,7 +10,6 @@ Each process (locust worker) writes its own parts, named ``<prefix>-part-<seq>.p
 from __future__ import annotations
 
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -27,8 +26,18 @@ from harness.record.schema import (
 )
 
 
+def warm_up_parquet() -> None:
+    """Pay pyarrow's one-off Parquet/zstd initialisation (~0.4 s) before traffic starts."""
+    table = pa.table({"x": pa.array([1], pa.int64())})
+    pq.write_table(table, pa.BufferOutputStream(), compression="zstd")
+
+
 class PartWriter:
-    """Append rows (dicts keyed by schema column) and flush them to Parquet part files."""
+    """Append rows (dicts keyed by schema column) and flush them to Parquet part files.
+
+    Not thread-safe: add rows and call :meth:`take` from one thread (or one gevent hub);
+    :meth:`write_batch` may run elsewhere.
+    """
 
     def __init__(
         self,
@@ -39,6 +48,7 @@ class PartWriter:
         flush_interval_s: float = 2.0,
         flush_rows: int = 5000,
         clock: Callable[[], float] = time.monotonic,
+        auto_flush: bool = True,
     ) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -48,7 +58,7 @@ class PartWriter:
         self.flush_rows = flush_rows
         self._clock = clock
         self._buffer: list[dict[str, Any]] = []
-        self._lock = threading.Lock()
+        self.auto_flush = auto_flush  # False: the owner flushes (e.g. off the event loop)
         self._last_flush = clock()
         self._seq = self._next_free_seq()
         self.rows_written = 0
@@ -69,38 +79,61 @@ class PartWriter:
         if self._closed:
             raise RuntimeError(f"writer for {self.directory} is closed")
         self._buffer.append(row)
-        if len(self._buffer) >= self.flush_rows:
+        if self.auto_flush and len(self._buffer) >= self.flush_rows:
             self.flush()
 
     def extend(self, rows: Iterable[dict[str, Any]]) -> None:
         for row in rows:
             self.add(row)
 
+    def due(self) -> bool:
+        """True when buffered rows should be flushed (interval passed or too many rows)."""
+        return bool(self._buffer) and (
+            len(self._buffer) >= self.flush_rows
+            or self._clock() - self._last_flush >= self.flush_interval_s
+        )
+
     def maybe_flush(self) -> bool:
         """Flush if the interval has passed; call this from a periodic timer."""
-        if self._buffer and self._clock() - self._last_flush >= self.flush_interval_s:
+        if self.due():
             self.flush()
             return True
         return False
 
+    def take(self) -> tuple[list[dict[str, Any]], int] | None:
+        """Detach the buffered rows and reserve their part number (cheap; no I/O).
+
+        Pair with :meth:`write_batch`, which may then run in another thread, so a slow disk
+        (fsync) never stalls the event loop that keeps sending requests.
+        """
+        self._last_flush = self._clock()
+        if not self._buffer:
+            return None
+        rows, self._buffer = self._buffer, []
+        seq, self._seq = self._seq, self._seq + 1
+        return rows, seq
+
+    def requeue(self, rows: list[dict[str, Any]]) -> None:
+        """Put rows of a failed :meth:`write_batch` back in front of the buffer."""
+        self._buffer[:0] = rows
+
+    def write_batch(self, rows: list[dict[str, Any]], seq: int) -> Path:
+        """Write one part file atomically: temporary file, fsync, rename."""
+        cols = {name: [r.get(name) for r in rows] for name in self.schema.names}
+        table = pa.Table.from_pydict(cols, schema=self.schema)
+        final = self.directory / f"{self.prefix}-part-{seq:06d}.parquet"
+        tmp = self.directory / f".{final.name}.tmp"
+        pq.write_table(table, tmp, compression="zstd")
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        self.rows_written += len(rows)
+        self.parts_written += 1
+        return final
+
     def flush(self) -> Path | None:
-        with self._lock:
-            rows, self._buffer = self._buffer, []
-            self._last_flush = self._clock()
-            if not rows:
-                return None
-            cols = {name: [r.get(name) for r in rows] for name in self.schema.names}
-            table = pa.Table.from_pydict(cols, schema=self.schema)
-            final = self.directory / f"{self.prefix}-part-{self._seq:06d}.parquet"
-            tmp = self.directory / f".{final.name}.tmp"
-            pq.write_table(table, tmp, compression="zstd")
-            with open(tmp, "rb") as fh:
-                os.fsync(fh.fileno())
-            os.replace(tmp, final)
-            self._seq += 1
-            self.rows_written += len(rows)
-            self.parts_written += 1
-            return final
+        batch = self.take()
+        return None if batch is None else self.write_batch(*batch)
 
     def close(self) -> None:
         if not self._closed:

@@ -1,0 +1,92 @@
+"""Comparisons of two samples of every latency metric: p50/p99 differences and shift functions.
+
+For each metric: ``diff(q) = Q_other(q) - Q_baseline(q)`` with an independent-sample
+bootstrap CI (seeded; :func:`harness.analysis.stats.bootstrap_quantile_diff_ci`) at the
+median, p99 and every decile (the shift function of Rousselet, Pernet & Wilcox 2017). A
+positive difference means ``other`` is slower. Used arm-vs-arm within a run (baseline = the
+first arm) and run-vs-run for one arm (``harness.report.compare_runs``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from harness.analysis import metrics as m
+from harness.analysis.data import RunData
+from harness.analysis.latency import metric_values
+from harness.analysis.stats import DECILES, BootstrapSettings, bootstrap_quantile_diff_ci, finite
+
+#: Headline quantiles of a comparison, with their keys.
+HEADLINE = (("p50", 0.5), ("p99", 0.99))
+
+
+def compare_samples(
+    baseline: dict[str, np.ndarray],
+    other: dict[str, np.ndarray],
+    settings: BootstrapSettings,
+) -> dict[str, Any]:
+    """``{"metrics": {metric: {p50|p99: {baseline, other, diff, ratio, ci, significant}}},
+    "shift": {metric: [{q, baseline, other, diff, ci}]}}`` for the metrics in both dicts."""
+    qs = [q for _, q in HEADLINE] + list(DECILES)
+    metrics: dict[str, Any] = {}
+    shift: dict[str, Any] = {}
+    for key in baseline:
+        if key not in other:
+            continue
+        a, b = finite(baseline[key]), finite(other[key])
+        diff, lo, hi, method = bootstrap_quantile_diff_ci(a, b, qs, settings)
+        qa = np.quantile(a, qs) if a.size else np.full(len(qs), np.nan)
+        qb = np.quantile(b, qs) if b.size else np.full(len(qs), np.nan)
+        entry: dict[str, Any] = {"n_baseline": int(a.size), "n_other": int(b.size)}
+        entry["ci_method"] = method
+        for i, (name, _) in enumerate(HEADLINE):
+            entry[name] = _point(qa[i], qb[i], diff[i], lo[i], hi[i])
+        metrics[key] = entry
+        off = len(HEADLINE)
+        shift[key] = [
+            {"q": q, **_point(qa[off + i], qb[off + i], diff[off + i], lo[off + i], hi[off + i])}
+            for i, q in enumerate(DECILES)
+        ]
+    return {"metrics": metrics, "shift": shift}
+
+
+def _point(a: float, b: float, d: float, lo: float, hi: float) -> dict[str, Any]:
+    ratio = float(b / a) if a and math.isfinite(a) and math.isfinite(b) else math.nan
+    significant = bool(math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0))
+    return {
+        "baseline": float(a),
+        "other": float(b),
+        "diff": float(d),
+        "ratio": ratio,
+        "ci": [float(lo), float(hi)],
+        "significant": significant,
+    }
+
+
+def arm_values(data: RunData, arm: str) -> dict[str, np.ndarray]:
+    """Every latency metric's values for one arm (ITL: the pooled sample)."""
+    vals = metric_values(data, data.arm_mask(arm))
+    smp = data.itl.get((data.arms.index(arm), None))
+    vals[m.ITL_KEY] = smp.values if smp is not None else np.empty(0)
+    return vals
+
+
+def compare_arms(data: RunData) -> dict[str, Any]:
+    """``{"baseline": arm, "pairs": [{"baseline", "other", "metrics", "shift"}]}``.
+
+    The baseline is the first arm (manifest order); every other arm is compared with it.
+    Fewer than two arms gives ``{"baseline": arm or None, "pairs": []}``.
+    """
+    if not data.arms:
+        return {"baseline": None, "pairs": []}
+    base = data.arms[0]
+    settings = data.bootstrap()
+    base_vals = arm_values(data, base)
+    pairs = []
+    for arm in data.arms[1:]:
+        res = compare_samples(base_vals, arm_values(data, arm), settings)
+        pairs.append({"baseline": base, "other": arm, **res})
+    return {"baseline": base, "pairs": pairs}

@@ -1,0 +1,450 @@
+"""Loading one run for analysis: manifest, request columns as numpy arrays, pooled ITL samples.
+
+This is the I/O edge of the analysis stage. :func:`load_run` reads only the columns the
+statistics need, one part file at a time, into compact numpy arrays (categorical columns as
+small integer codes, timestamps as float seconds since the run's first timestamp), so that
+10 million rows stay within a few GB. Inter-token gaps (``itl_s``, a list per row) are pooled
+in a streaming pass: every gap is counted, and a seeded uniform random sample of at most
+``itl_max_n`` gaps per (arm, slice) is kept for quantiles (exact when the pool is smaller).
+
+Everything downstream (``harness.analysis.*`` statistics, ``harness.report``) is a pure
+function of the :class:`RunData` built here.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from harness.analysis.stats import BootstrapSettings
+from harness.config import AnalysisConfig, SLOConfig
+from harness.record.reader import iter_request_parts, read_metrics
+
+#: Pooled ITL gaps kept per (arm, slice) for quantiles; beyond it a uniform sample is used.
+ITL_MAX_N = 2_000_000
+#: Sample outputs and error messages kept per arm for the report (untrusted text).
+SAMPLE_OUTPUTS = 3
+SAMPLE_ERRORS = 5
+#: Rows scanned at most when looking for sample texts.
+SAMPLE_SCAN_ROWS = 500_000
+#: Slice label used for rows with no ``slice`` value.
+NO_SLICE = "(none)"
+
+_FLOAT_COLUMNS = (
+    "queue_delay_s",
+    "ttft_s",
+    "e2e_s",
+    "ttft_sched_s",
+    "e2e_sched_s",
+    "tpot_s",
+    "prompt_tokens",
+    "completion_tokens",
+)
+_TIME_COLUMNS = ("t_scheduled", "t_sent", "t_end")
+_MAIN_COLUMNS = ("arm", "slice", "status", "error_type", "attempt", *_TIME_COLUMNS, *_FLOAT_COLUMNS)
+
+
+class RunDataError(ValueError):
+    """A run directory cannot be analysed; the message names the file and the problem."""
+
+
+@dataclass
+class PooledSample:
+    """A bounded uniform sample of a pooled stream of values, with exact count and sum."""
+
+    values: np.ndarray = field(default_factory=lambda: np.empty(0))
+    keys: np.ndarray = field(default_factory=lambda: np.empty(0))
+    n_total: int = 0
+    total: float = 0.0
+
+    @property
+    def exact(self) -> bool:
+        return self.values.size == self.n_total
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.n_total if self.n_total else math.nan
+
+    def add(self, new: np.ndarray, rng: np.random.Generator, cap: int) -> None:
+        """Priority sampling: every value gets a uniform key; the ``cap`` smallest keys stay."""
+        new = new[np.isfinite(new)]
+        if new.size == 0:
+            return
+        self.n_total += int(new.size)
+        self.total += float(new.sum())
+        vals = np.concatenate([self.values, new])
+        keys = np.concatenate([self.keys, rng.random(new.size)])
+        if vals.size > cap:
+            keep = np.argpartition(keys, cap - 1)[:cap]
+            vals, keys = vals[keep], keys[keep]
+        self.values, self.keys = vals, keys
+
+
+@dataclass
+class RunData:
+    """One run's rows, ready for the statistics (arrays are aligned, one entry per row)."""
+
+    run_dir: Path
+    manifest: dict[str, Any]
+    run_id: str
+    experiment: str
+    analysis: AnalysisConfig
+    arms: list[str]  # manifest order first, then arms only seen in the data
+    arm_info: dict[str, dict[str, Any]]
+    slices: list[str]
+    arm: np.ndarray  # int16 code into ``arms``
+    slice: np.ndarray  # int16 code into ``slices``
+    ok: np.ndarray  # bool: status == "ok"
+    error_types: list[str]
+    error: np.ndarray  # int16 code into ``error_types``; -1 for ok rows / no type
+    attempt: np.ndarray  # int32
+    cols: dict[str, np.ndarray]  # float64 (NaN = null): _FLOAT_COLUMNS and _TIME_COLUMNS
+    t0_ns: int | None  # absolute time (UTC ns) of relative time 0
+    itl: dict[tuple[int, int | None], PooledSample]  # (arm, slice or None = all slices)
+    metrics: pa.Table | None
+    samples: dict[str, dict[str, list[dict[str, Any]]]]
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_rows(self) -> int:
+        return int(self.arm.size)
+
+    def arm_mask(self, arm: str) -> np.ndarray:
+        return self.arm == self.arms.index(arm)
+
+    def slice_mask(self, name: str) -> np.ndarray:
+        return self.slice == self.slices.index(name)
+
+    def window(self) -> tuple[float, float]:
+        """Analysed window in relative seconds: first scheduled/sent time -> last end/sent time."""
+        starts = [self.cols["t_scheduled"], self.cols["t_sent"]]
+        ends = [self.cols["t_end"], self.cols["t_sent"]]
+        lo = _nan_extreme(starts, np.nanmin)
+        hi = _nan_extreme(ends, np.nanmax)
+        return lo, hi
+
+    def duration_s(self) -> float:
+        lo, hi = self.window()
+        d = hi - lo
+        return d if math.isfinite(d) and d > 0 else math.nan
+
+    def bootstrap(self) -> BootstrapSettings:
+        a = self.analysis
+        return BootstrapSettings(
+            confidence=float(a.confidence), resamples=int(a.bootstrap_resamples), seed=int(a.seed)
+        )
+
+    def offered(self) -> dict[str, Any]:
+        """Offered load from the manifest (``offered``, else ``config.load``)."""
+        m = self.manifest
+        off = dict(m.get("offered") or {})
+        load = (m.get("config") or {}).get("load") or {}
+        off.setdefault("rate", load.get("rate"))
+        off.setdefault("mode", load.get("mode"))
+        off.setdefault("concurrency", load.get("concurrency"))
+        return off
+
+
+def _nan_extreme(arrays: list[np.ndarray], fn) -> float:
+    vals = [fn(a) for a in arrays if a.size and np.isfinite(a).any()]
+    return float(fn(vals)) if vals else math.nan
+
+
+def read_manifest(run_dir: Path) -> dict[str, Any]:
+    """``manifest.json`` of a run; an empty dict when it is missing (the data still counts)."""
+    path = Path(run_dir) / "manifest.json"
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise RunDataError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(data, dict):
+        raise RunDataError(f"{path}: expected a JSON object, got {type(data).__name__}")
+    return data
+
+
+def analysis_from_manifest(manifest: dict[str, Any]) -> AnalysisConfig:
+    """AnalysisConfig from ``manifest.config.analysis`` (known keys only), defaults elsewhere."""
+    raw = ((manifest.get("config") or {}).get("analysis")) or {}
+    known = {f.name for f in fields(AnalysisConfig)}
+    kwargs = {k: v for k, v in raw.items() if k in known and k != "slo"}
+    slo_raw = raw.get("slo") or {}
+    slo_known = {f.name for f in fields(SLOConfig)}
+    slo = SLOConfig(**{k: v for k, v in slo_raw.items() if k in slo_known})
+    cfg = AnalysisConfig(**kwargs, slo=slo)
+    cfg.include_phases = list(cfg.include_phases)
+    return cfg
+
+
+def _codes(col: pa.ChunkedArray, index: dict[str | None, int]) -> np.ndarray:
+    """Integer codes of a string column against ``index`` (grown in place); null -> code of None."""
+    out = []
+    for chunk in col.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = pc.dictionary_encode(chunk)
+        names = chunk.dictionary.to_pylist()
+        for n in names:
+            index.setdefault(n, len(index))
+        lut = np.array([index[n] for n in names] + [index.setdefault(None, len(index))], np.int16)
+        idx = pc.fill_null(chunk.indices, len(names)).to_numpy(zero_copy_only=False)
+        out.append(lut[idx])
+    return np.concatenate(out) if out else np.empty(0, np.int16)
+
+
+def _lookup_codes(col: pa.ChunkedArray, lookup: dict[str, int], null_label: str) -> np.ndarray:
+    """Codes of a string column against a fixed ``lookup``; unknown names -> -1."""
+    out = []
+    for chunk in col.chunks:
+        if not pa.types.is_dictionary(chunk.type):
+            chunk = pc.dictionary_encode(chunk)
+        names = chunk.dictionary.to_pylist()
+        lut = np.array(
+            [lookup.get(n if n is not None else null_label, -1) for n in names]
+            + [lookup.get(null_label, -1)],
+            np.int32,
+        )
+        out.append(lut[pc.fill_null(chunk.indices, len(names)).to_numpy(zero_copy_only=False)])
+    return np.concatenate(out) if out else np.empty(0, np.int32)
+
+
+def _floats(col: pa.ChunkedArray) -> np.ndarray:
+    return pc.fill_null(col.cast(pa.float64()), np.nan).to_numpy()
+
+
+def _times(col: pa.ChunkedArray, ref: int) -> np.ndarray:
+    ns = pc.subtract(col.cast(pa.int64()), pa.scalar(ref, pa.int64()))
+    return pc.divide(pc.fill_null(ns.cast(pa.float64()), np.nan), 1e9).to_numpy()
+
+
+def _first_time(t: pa.Table) -> int | None:
+    for name in ("t_scheduled", "t_sent", "t_end"):
+        v = pc.min(t.column(name).cast(pa.int64())).as_py()
+        if v is not None:
+            return int(v)
+    return None
+
+
+def load_run(
+    run_dir: Path,
+    analysis: AnalysisConfig | None = None,
+    *,
+    itl_max_n: int = ITL_MAX_N,
+) -> RunData:
+    """Read a run directory into :class:`RunData` (the manifest is optional but recommended)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunDataError(f"{run_dir}: not a directory (expected a run directory)")
+    manifest = read_manifest(run_dir)
+    cfg = analysis or analysis_from_manifest(manifest)
+    phases = tuple(cfg.include_phases)
+    notes: list[str] = []
+
+    arm_index: dict[str | None, int] = {}
+    for name in manifest.get("arms") or {}:
+        arm_index.setdefault(str(name), len(arm_index))
+    slice_index: dict[str | None, int] = {}
+    err_index: dict[str | None, int] = {}
+    pieces: dict[str, list[np.ndarray]] = {k: [] for k in _MAIN_COLUMNS}
+    ref: int | None = None
+    for part in iter_request_parts(run_dir, _MAIN_COLUMNS, phases):
+        if part.num_rows == 0:
+            continue
+        if ref is None:
+            ref = _first_time(part) or 0
+        pieces["arm"].append(_codes(part.column("arm"), arm_index))
+        pieces["slice"].append(_codes(part.column("slice"), slice_index))
+        pieces["status"].append(
+            pc.equal(part.column("status").cast(pa.string()), "ok")
+            .fill_null(False)
+            .to_numpy(zero_copy_only=False)
+        )
+        pieces["error_type"].append(_codes(part.column("error_type"), err_index))
+        pieces["attempt"].append(
+            pc.fill_null(part.column("attempt"), 0).to_numpy().astype(np.int32, copy=False)
+        )
+        for name in _TIME_COLUMNS:
+            pieces[name].append(_times(part.column(name), ref))
+        for name in _FLOAT_COLUMNS:
+            pieces[name].append(_floats(part.column(name)))
+        del part
+
+    def cat(name: str, dtype) -> np.ndarray:
+        return np.concatenate(pieces.pop(name)) if pieces[name] else np.empty(0, dtype)
+
+    arm_codes = cat("arm", np.int16)
+    slice_codes = cat("slice", np.int16)
+    ok = cat("status", bool)
+    err_codes = cat("error_type", np.int16)
+    attempt = cat("attempt", np.int32)
+    cols = {name: cat(name, np.float64) for name in (*_TIME_COLUMNS, *_FLOAT_COLUMNS)}
+
+    # Normalise codes: arms keep manifest order; a null arm becomes "(unknown)".
+    arms, arm_codes = _relabel(arm_index, arm_codes, "(unknown)", keep_order=True)
+    slices, slice_codes = _relabel(slice_index, slice_codes, NO_SLICE, keep_order=False)
+    error_types, err_codes = _relabel(err_index, err_codes, None, keep_order=False)
+    err_codes = np.where(ok, -1, err_codes).astype(np.int16)
+    if (~ok & (err_codes < 0)).any():
+        if "(unknown)" not in error_types:
+            error_types.append("(unknown)")
+        err_codes = np.where(~ok & (err_codes < 0), error_types.index("(unknown)"), err_codes)
+        err_codes = err_codes.astype(np.int16)
+
+    # Shift relative times so that 0 is the window start.
+    shift = _nan_extreme([cols["t_scheduled"], cols["t_sent"]], np.nanmin)
+    t0_ns = None
+    if ref is not None and math.isfinite(shift):
+        for name in _TIME_COLUMNS:
+            cols[name] -= shift
+        t0_ns = ref + int(round(shift * 1e9))
+
+    arm_lookup = {a: i for i, a in enumerate(arms)}
+    slice_lookup = {s: i for i, s in enumerate(slices)}
+    itl = _pool_itl(run_dir, phases, arm_lookup, slice_lookup, itl_max_n, int(cfg.seed))
+    for (a, s), smp in itl.items():
+        if s is None and not smp.exact:
+            notes.append(
+                f"ITL quantiles for arm {arms[a]!r} use a uniform random sample of "
+                f"{smp.values.size:,} of {smp.n_total:,} pooled gaps (mean uses all)."
+            )
+
+    arm_info = {str(k): dict(v or {}) for k, v in (manifest.get("arms") or {}).items()}
+    for a in arms:
+        arm_info.setdefault(a, {})
+    data = RunData(
+        run_dir=run_dir,
+        manifest=manifest,
+        run_id=str(manifest.get("run_id") or run_dir.name),
+        experiment=str(manifest.get("experiment") or run_dir.parent.name),
+        analysis=cfg,
+        arms=arms,
+        arm_info=arm_info,
+        slices=slices,
+        arm=arm_codes,
+        slice=slice_codes,
+        ok=ok,
+        error_types=error_types,
+        error=err_codes,
+        attempt=attempt,
+        cols=cols,
+        t0_ns=t0_ns,
+        itl=itl,
+        metrics=_read_metrics_safe(run_dir, notes),
+        samples=_sample_texts(run_dir, phases, arms),
+        notes=notes,
+    )
+    if not manifest:
+        data.notes.append(f"{run_dir / 'manifest.json'} is missing: defaults were used.")
+    return data
+
+
+def _relabel(
+    index: dict[str | None, int], codes: np.ndarray, null_label: str | None, *, keep_order: bool
+) -> tuple[list[str], np.ndarray]:
+    """Turn a growing name->code index into a label list (sorted unless keep_order) + codes."""
+    present = set(np.unique(codes).tolist()) if codes.size else set()
+    names: list[str] = []
+    for name, code in index.items():
+        if name is None:
+            if null_label is None or code not in present:
+                continue
+            label = null_label
+        else:
+            if not keep_order and code not in present:
+                continue
+            label = name
+        if label not in names:
+            names.append(label)
+    if not keep_order:
+        names.sort()
+    lut = np.full(max(index.values(), default=-1) + 2, -1, np.int16)
+    for name, code in index.items():
+        label = null_label if name is None else name
+        if label is not None and label in names:
+            lut[code] = names.index(label)
+    return names, lut[codes] if codes.size else codes.astype(np.int16)
+
+
+def _pool_itl(
+    run_dir: Path,
+    phases: tuple[str, ...],
+    arm_lookup: dict[str, int],
+    slice_lookup: dict[str, int],
+    cap: int,
+    seed: int,
+) -> dict[tuple[int, int | None], PooledSample]:
+    """Pool ``itl_s`` gaps of ok rows per (arm, slice) and per arm, in one streaming pass."""
+    rng = np.random.default_rng(seed)
+    out: dict[tuple[int, int | None], PooledSample] = {}
+    cols = ("arm", "slice", "status", "itl_s")
+    for part in iter_request_parts(run_dir, cols, phases):
+        if part.num_rows == 0:
+            continue
+        part = part.filter(pc.equal(part.column("status").cast(pa.string()), "ok"))
+        lists = part.column("itl_s").combine_chunks()
+        if part.num_rows == 0 or lists.null_count == len(lists):
+            continue
+        flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False)
+        if flat.size == 0:
+            continue
+        parent = pc.list_parent_indices(lists).to_numpy()
+        a_codes = _lookup_codes(part.column("arm"), arm_lookup, "(unknown)")
+        s_codes = _lookup_codes(part.column("slice"), slice_lookup, NO_SLICE)
+        row_arm, row_slice = a_codes[parent], s_codes[parent]
+        for a in np.unique(row_arm):
+            in_arm = row_arm == a
+            out.setdefault((int(a), None), PooledSample()).add(flat[in_arm], rng, cap)
+            for s in np.unique(row_slice[in_arm]):
+                sel = in_arm & (row_slice == s)
+                out.setdefault((int(a), int(s)), PooledSample()).add(flat[sel], rng, cap)
+    return out
+
+
+def _read_metrics_safe(run_dir: Path, notes: list[str]) -> pa.Table | None:
+    table = read_metrics(run_dir)
+    if table is None or table.num_rows == 0:
+        return None
+    return table
+
+
+def _sample_texts(
+    run_dir: Path, phases: tuple[str, ...], arms: list[str]
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """A few outputs and error messages per arm (first ones found; bounded scan)."""
+    out: dict[str, dict[str, list[dict[str, Any]]]] = {
+        a: {"outputs": [], "errors": []} for a in arms
+    }
+    cols = ("arm", "status", "request_id", "error_type", "error_message", "output_text")
+    scanned = 0
+    for part in iter_request_parts(run_dir, cols, phases):
+        for row in part.slice(0, 50_000).to_pylist():
+            arm = row["arm"] or "(unknown)"
+            bucket = out.setdefault(arm, {"outputs": [], "errors": []})
+            if row["status"] == "ok":
+                if row["output_text"] is not None and len(bucket["outputs"]) < SAMPLE_OUTPUTS:
+                    bucket["outputs"].append(
+                        {"request_id": row["request_id"], "text": row["output_text"][:2000]}
+                    )
+            elif len(bucket["errors"]) < SAMPLE_ERRORS:
+                bucket["errors"].append(
+                    {
+                        "request_id": row["request_id"],
+                        "error_type": row["error_type"],
+                        "message": (row["error_message"] or "")[:2000],
+                    }
+                )
+        scanned += part.num_rows
+        full = all(
+            len(b["outputs"]) >= SAMPLE_OUTPUTS and len(b["errors"]) >= SAMPLE_ERRORS
+            for b in out.values()
+        )
+        if full or scanned >= SAMPLE_SCAN_ROWS:
+            break
+    return out

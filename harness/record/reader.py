@@ -1,0 +1,222 @@
+"""Reading a run's Parquet datasets (``requests/`` and ``metrics/``) back for analysis.
+
+A run directory holds part files written by one or more processes, possibly in Hive-style
+subfolders (``requests/worker=0/part-000001.parquet``). This module finds them (recursively,
+ignoring names that start with ``.`` or ``_`` and ``*.tmp`` files), reads only the columns
+asked for, and upgrades files written with an older ``harness.schema_version``: a column the
+file lacks is added as nulls of the current type (or taken from a ``key=value`` folder name).
+A file that is not Parquet, or Parquet that is not ours, raises :class:`ReaderError` naming it.
+
+Low-cardinality string columns (arm, phase, status, ...) are read dictionary-encoded, which
+keeps 10 million rows in a few hundred MB.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from harness.record.schema import METRICS_SCHEMA, REQUEST_SCHEMA, SCHEMA_VERSION
+
+#: Columns read dictionary-encoded (few distinct values, many rows).
+DICTIONARY_COLUMNS = (
+    "run_id",
+    "experiment",
+    "arm",
+    "target_kind",
+    "model",
+    "client",
+    "workload",
+    "slice",
+    "phase",
+    "status",
+    "error_type",
+    "tokens_source",
+    "finish_reason",
+    "name",
+    "labels",
+)
+
+#: Columns a file must have to be recognised as one of ours (besides the metadata key).
+_REQUIRED = {"requests": ("arm", "status"), "metrics": ("arm", "name", "value")}
+
+
+class ReaderError(ValueError):
+    """A run's data cannot be read; the message names the file and what is wrong."""
+
+
+def list_parts(directory: Path) -> list[Path]:
+    """Part files under ``directory`` (recursive, sorted), skipping ``.``/``_`` names and ``*.tmp``."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    out = []
+    for p in sorted(directory.rglob("*.parquet")):
+        rel = p.relative_to(directory).parts
+        if any(part.startswith((".", "_")) for part in rel) or p.name.endswith(".tmp"):
+            continue
+        if p.is_file():
+            out.append(p)
+    return out
+
+
+def file_schema_version(path: Path) -> int | None:
+    """The ``harness.schema_version`` a part file was written with (None when absent)."""
+    meta = _open(path).schema_arrow.metadata or {}
+    raw = meta.get(b"harness.schema_version")
+    try:
+        return int(raw) if raw is not None else None
+    except ValueError:
+        return None
+
+
+def _open(path: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise ReaderError(f"{path}: not a readable Parquet file ({exc})") from exc
+
+
+def _hive_values(path: Path, root: Path) -> dict[str, str]:
+    out = {}
+    for part in path.relative_to(root).parts[:-1]:
+        if "=" in part:
+            k, _, v = part.partition("=")
+            out[k] = v
+    return out
+
+
+def _target_type(schema: pa.Schema, name: str) -> pa.DataType:
+    t = schema.field(name).type
+    if name in DICTIONARY_COLUMNS and pa.types.is_string(t):
+        return pa.dictionary(pa.int32(), pa.string())
+    return t
+
+
+def _read_part(
+    path: Path,
+    root: Path,
+    kind: str,
+    schema: pa.Schema,
+    columns: Sequence[str],
+) -> pa.Table:
+    """Read ``columns`` of one part file, upgraded to ``schema`` (missing columns -> nulls)."""
+    pf = _open(path)
+    present = set(pf.schema_arrow.names)
+    meta = pf.schema_arrow.metadata or {}
+    if b"harness.schema_version" not in meta and not all(c in present for c in _REQUIRED[kind]):
+        raise ReaderError(
+            f"{path}: not a harness {kind} file (no harness.schema_version metadata and no "
+            f"{'/'.join(_REQUIRED[kind])} columns; has {sorted(present)[:8]})"
+        )
+    to_read = [c for c in columns if c in present]
+    dict_cols = [c for c in to_read if c in DICTIONARY_COLUMNS]
+    try:
+        table = pq.read_table(path, columns=to_read, read_dictionary=dict_cols)
+    except (pa.ArrowException, OSError) as exc:
+        raise ReaderError(f"{path}: cannot read columns {to_read} ({exc})") from exc
+    hive = _hive_values(path, root)
+    arrays = []
+    for name in columns:
+        target = _target_type(schema, name)
+        if name in present:
+            col = table.column(name)
+        elif name in hive:
+            col = pa.chunked_array([pa.array([hive[name]] * table.num_rows, pa.string())])
+        else:
+            col = pa.chunked_array([pa.nulls(table.num_rows, target)])
+        if not col.type.equals(target):
+            try:
+                col = col.cast(target)
+            except (pa.ArrowException, ValueError) as exc:
+                raise ReaderError(
+                    f"{path}: column {name!r} has type {col.type}, expected {target} ({exc})"
+                ) from exc
+        arrays.append(col)
+    if not columns:  # only a row count was asked for
+        return pa.table({"_": pa.nulls(pf.metadata.num_rows)}).drop_columns(["_"])
+    return pa.Table.from_arrays(arrays, names=list(columns))
+
+
+def _phase_mask(table: pa.Table, phases: Sequence[str]) -> pa.ChunkedArray:
+    """Rows whose phase is in ``phases``; a null phase (files older than the column) is main."""
+    phase = table.column("phase").cast(pa.string())
+    filled = pc.fill_null(phase, "main")
+    return pc.is_in(filled, value_set=pa.array(list(phases), pa.string()))
+
+
+def _check_columns(schema: pa.Schema, columns: Sequence[str], what: str) -> None:
+    unknown = [c for c in columns if c not in schema.names]
+    if unknown:
+        raise ReaderError(f"unknown {what} column(s) {unknown}; known: {schema.names}")
+
+
+def iter_request_parts(
+    run_dir: Path,
+    columns: Sequence[str] | None = None,
+    phases: Sequence[str] | None = ("main",),
+) -> Iterator[pa.Table]:
+    """Yield one upgraded, phase-filtered table per part file (bounded memory for big runs)."""
+    root = Path(run_dir) / "requests"
+    cols = list(columns) if columns is not None else list(REQUEST_SCHEMA.names)
+    _check_columns(REQUEST_SCHEMA, cols, "request")
+    read_cols = cols if phases is None or "phase" in cols else [*cols, "phase"]
+    for path in list_parts(root):
+        t = _read_part(path, root, "requests", REQUEST_SCHEMA, read_cols)
+        if phases is not None:
+            t = t.filter(_phase_mask(t, phases))
+            if "phase" not in cols:
+                t = t.drop_columns(["phase"])
+        yield t
+
+
+def _empty(schema: pa.Schema, cols: Sequence[str]) -> pa.Table:
+    return pa.Table.from_arrays(
+        [pa.array([], _target_type(schema, c)) for c in cols], names=list(cols)
+    )
+
+
+def read_requests(
+    run_dir: Path,
+    columns: Sequence[str] | None = None,
+    phases: Sequence[str] | None = ("main",),
+) -> pa.Table:
+    """All request rows of a run (``RUN_DIR/requests/**.parquet``) as one Arrow table.
+
+    ``columns``: the columns to read (default: all of :data:`REQUEST_SCHEMA`), in that order.
+    ``phases``: keep rows whose ``phase`` is in it (a null phase counts as ``main``); None
+    keeps every row. Low-cardinality string columns come back dictionary-encoded. A run with
+    no part files gives an empty table with the requested columns.
+    """
+    cols = list(columns) if columns is not None else list(REQUEST_SCHEMA.names)
+    parts = list(iter_request_parts(run_dir, cols, phases))
+    if not parts:
+        return _empty(REQUEST_SCHEMA, cols)
+    return pa.concat_tables(parts)
+
+
+def read_metrics(run_dir: Path, columns: Sequence[str] | None = None) -> pa.Table | None:
+    """The scraped server metrics (``RUN_DIR/metrics/**.parquet``), or None when there are none."""
+    root = Path(run_dir) / "metrics"
+    cols = list(columns) if columns is not None else list(METRICS_SCHEMA.names)
+    _check_columns(METRICS_SCHEMA, cols, "metrics")
+    paths = list_parts(root)
+    if not paths:
+        return None
+    return pa.concat_tables(_read_part(p, root, "metrics", METRICS_SCHEMA, cols) for p in paths)
+
+
+__all__ = [
+    "DICTIONARY_COLUMNS",
+    "ReaderError",
+    "SCHEMA_VERSION",
+    "file_schema_version",
+    "iter_request_parts",
+    "list_parts",
+    "read_metrics",
+    "read_requests",
+]

@@ -1,0 +1,689 @@
+"""Report sections: each one computes a top-level ``summary.json`` key and renders it.
+
+A :class:`Section` bundles ``compute`` (RunData + summary so far -> JSON-able value),
+``plots``, ``html`` and ``memo`` functions. :data:`SECTIONS` is the ordered list
+:func:`harness.report.build_report` walks; a later stage (cost, quality, canary verdict,
+daily) adds its section by appending a :class:`Section` (see :func:`register_section`), not
+by editing the builder.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from harness.analysis.compare import compare_arms
+from harness.analysis.data import RunData
+from harness.analysis.errors import errors_summary
+from harness.analysis.goodput import goodput_summary
+from harness.analysis.latency import latency_by_slice, latency_over_time, latency_summary
+from harness.analysis.metrics import METRIC_LABELS
+from harness.analysis.server import server_summary
+from harness.analysis.stats import BOOTSTRAP_MAX_N
+from harness.analysis.throughput import throughput_summary
+from harness.report import fmt
+from harness.report import html as h
+from harness.report.markdown import md_escape, md_table
+from harness.report.plots import (
+    PlotRef,
+    PlotWriter,
+    plot_cdfs,
+    plot_errors,
+    plot_latency_over_time,
+    plot_server,
+    plot_shift,
+    plot_throughput,
+)
+
+Summary = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Section:
+    """One part of the report. Only ``key``, ``title`` and ``compute`` are required."""
+
+    key: str
+    title: str
+    compute: Callable[[RunData, Summary], Any]
+    plots: Callable[[RunData, Summary, PlotWriter], list[PlotRef | None]] | None = None
+    html: Callable[[Summary, list[PlotRef]], list[Any]] | None = None
+    memo: Callable[[Summary], list[str]] | None = None
+    memo_rank: int = 50  # memo order (lower first); HTML follows SECTIONS order
+
+
+# ---------------------------------------------------------------- helpers shared by sections
+
+HEADLINE_METRICS = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
+TABLE_METRICS = (
+    "ttft_s",
+    "tpot_s",
+    "itl_s",
+    "e2e_s",
+    "queue_delay_s",
+    "ttft_sched_s",
+    "e2e_sched_s",
+)
+
+
+def _ci(stats: dict[str, Any], key: str) -> str:
+    return fmt.ci_seconds((stats.get("ci") or {}).get(key))
+
+
+def comparison_sentence(pair: dict[str, Any], metric: str, q: str, confidence: float) -> str:
+    """One plain-text headline line: which side is faster at quantile ``q``, by how much, CI."""
+    e = pair["metrics"].get(metric)
+    label = f"{METRIC_LABELS.get(metric, metric)} {q}"
+    base, other = str(pair["baseline"]), str(pair["other"])
+    if e is None:
+        return f"{label}: not compared."
+    if e["n_baseline"] == 0 or e["n_other"] == 0:
+        empty = base if e["n_baseline"] == 0 else other
+        return f"{label}: not comparable, {empty} has no successful requests with this metric."
+    x = e[q]
+    d, ci = x["diff"], x["ci"]
+    level = f"{round(100 * confidence)}% CI"
+    values = f"{other} {fmt.seconds(x['other'])} vs {base} {fmt.seconds(x['baseline'])}"
+    ci_txt = f"{level} of the difference {fmt.ci_seconds(ci, signed=True)}"
+    if not all(isinstance(v, float) and math.isfinite(v) for v in ci):
+        return f"{label}: {values} (difference {fmt.seconds(d, True)}; too few requests for a CI)."
+    if not x["significant"]:
+        return f"{label}: no clear difference, {values} ({ci_txt} includes zero)."
+    faster, slower = (other, base) if d < 0 else (base, other)
+    ratio = x["ratio"]
+    times = ""
+    if isinstance(ratio, float) and math.isfinite(ratio) and ratio > 0:
+        r = 1 / ratio if d < 0 else ratio
+        times = f", {r:.2f}x"
+    return f"{label}: {faster} is faster than {slower} by {fmt.seconds(abs(d))}{times} ({values}; {ci_txt})."
+
+
+# ---------------------------------------------------------------- run
+
+
+def _run_compute(data: RunData, summary: Summary) -> dict[str, Any]:
+    m = data.manifest
+    lo, hi = data.window()
+    a = data.analysis
+    return {
+        "status": m.get("status"),
+        "started_at": m.get("started_at"),
+        "ended_at": m.get("ended_at"),
+        "manifest_duration_s": m.get("duration_s"),
+        "analysed_window_s": [lo, hi],
+        "analysed_duration_s": data.duration_s(),
+        "t0_utc_ns": data.t0_ns,
+        "rows": data.n_rows,
+        "phases": list(a.include_phases),
+        "offered": data.offered(),
+        "sweep": m.get("sweep"),
+        "slo": asdict(a.slo),
+        "statistics": {
+            "confidence": a.confidence,
+            "bootstrap_resamples": a.bootstrap_resamples,
+            "bootstrap_max_n": BOOTSTRAP_MAX_N,
+            "bootstrap_method": "percentile; scipy.stats.bootstrap up to bootstrap_max_n "
+            "values, order-statistic bootstrap beyond (same distribution, all values used)",
+            "seed": a.seed,
+            "quantile_method": "linear (numpy default, Hyndman-Fan type 7)",
+        },
+        "slices": list(data.slices),
+    }
+
+
+def _run_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
+    run = s["run"]
+    rows = []
+    for arm, info in s["arms"].items():
+        th = s["throughput"].get(arm, {})
+        er = s["errors"].get(arm, {})
+        rows.append(
+            [
+                arm,
+                info.get("kind", ""),
+                info.get("model", ""),
+                fmt.num(er.get("requests", 0)),
+                fmt.num(th.get("requests_ok", 0)),
+                fmt.num(er.get("errors", 0)),
+            ]
+        )
+    slo = run["slo"]
+    off = run["offered"]
+    return [
+        h.table(["arm", "kind", "model", "requests", "ok", "errors"], rows),
+        h.p(
+            f"Status {run['status'] or 'unknown'}; phases analysed: {', '.join(run['phases'])}; "
+            f"analysed duration {fmt.seconds(run['analysed_duration_s'])}; offered load "
+            f"{off.get('mode') or '?'} at {fmt.num(off.get('rate'))} req/s per arm "
+            f"(concurrency {fmt.num(off.get('concurrency'))})."
+        ),
+        h.p(
+            f"SLO: TTFT {fmt.bound(slo['ttft_s'])}, TPOT {fmt.bound(slo['tpot_s'])}, "
+            f"E2E {fmt.bound(slo['e2e_s'])}. Statistics: {run['statistics']['confidence']:.0%} "
+            f"percentile-bootstrap CIs, {run['statistics']['bootstrap_resamples']} resamples, "
+            f"seed {run['statistics']['seed']} (scipy.stats.bootstrap up to "
+            f"{run['statistics']['bootstrap_max_n']:,} values per sample; beyond, the exact "
+            "order-statistic bootstrap over every value)."
+        ),
+    ]
+
+
+# ---------------------------------------------------------------- latency
+
+
+def _latency_plots(data: RunData, s: Summary, w: PlotWriter) -> list[PlotRef | None]:
+    from harness.analysis.compare import arm_values
+
+    values = {arm: arm_values(data, arm) for arm in data.arms}
+    seed = int(data.analysis.seed)
+    return [
+        plot_cdfs(values, ("ttft_s", "tpot_s", "itl_s", "e2e_s"), w, seed=seed),
+        plot_cdfs(
+            values,
+            ("ttft_sched_s", "e2e_sched_s", "queue_delay_s"),
+            w,
+            name="latency_cdf_scheduled",
+            title="From-scheduled latency and client queue delay (CDF)",
+            seed=seed,
+        ),
+    ]
+
+
+def _latency_rows(lat: dict[str, Any], metrics=TABLE_METRICS) -> list[list[Any]]:
+    rows = []
+    for arm, per in lat.items():
+        for key in metrics:
+            st = per.get(key)
+            if st is None:
+                continue
+            rows.append(
+                [
+                    arm,
+                    METRIC_LABELS.get(key, key),
+                    fmt.num(st["n"]),
+                    fmt.seconds(st["mean"]),
+                    fmt.seconds(st["p50"]),
+                    fmt.seconds(st["p90"]),
+                    fmt.seconds(st["p95"]),
+                    fmt.seconds(st["p99"]),
+                    fmt.seconds(st["p99_9"]),
+                    _ci(st, "p50"),
+                    _ci(st, "p99"),
+                ]
+            )
+    return rows
+
+
+_LAT_HEAD = ["arm", "metric", "n", "mean", "p50", "p90", "p95", "p99", "p99.9", "p50 CI", "p99 CI"]
+
+
+def _latency_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
+    parts: list[Any] = [
+        h.p(
+            "Successful requests only. ITL pools every inter-chunk gap of every request; "
+            "'from scheduled' variants count from the time the schedule wanted the request "
+            "sent, so client-side queueing (coordinated omission) shows."
+        ),
+        h.table(_LAT_HEAD, _latency_rows(s["latency"])),
+    ]
+    parts += [h.figure(p) for p in plots]
+    return parts
+
+
+def _latency_memo(s: Summary) -> list[str]:
+    rows = []
+    for arm, per in s["latency"].items():
+        for key in ("ttft_s", "tpot_s", "e2e_s"):
+            st = per[key]
+            rows.append(
+                [
+                    arm,
+                    METRIC_LABELS[key],
+                    fmt.num(st["n"]),
+                    f"{fmt.seconds(st['p50'])} ({_ci(st, 'p50')})",
+                    f"{fmt.seconds(st['p99'])} ({_ci(st, 'p99')})",
+                ]
+            )
+    return [
+        "## Latency per arm",
+        "",
+        *md_table(["arm", "metric", "n", "p50 (CI)", "p99 (CI)"], rows),
+    ]
+
+
+def _by_slice_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
+    by = s["latency_by_slice"]
+    if not by:
+        return [h.p("One workload slice only: see Latency.")]
+    rows = []
+    for arm, slices in by.items():
+        for name, per in slices.items():
+            for key in ("ttft_s", "tpot_s", "e2e_s"):
+                st = per[key]
+                rows.append(
+                    [
+                        arm,
+                        name,
+                        METRIC_LABELS[key],
+                        fmt.num(st["n"]),
+                        fmt.seconds(st["p50"]),
+                        _ci(st, "p50"),
+                        fmt.seconds(st["p99"]),
+                        _ci(st, "p99"),
+                    ]  # fmt: skip
+                )
+    head = ["arm", "slice", "metric", "n", "p50", "p50 CI", "p99", "p99 CI"]
+    return [h.table(head, rows)]
+
+
+def _over_time_plots(data: RunData, s: Summary, w: PlotWriter) -> list[PlotRef | None]:
+    return [plot_latency_over_time(s["latency_over_time"], w)]
+
+
+def _over_time_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
+    if not plots:
+        return [h.p("No successful requests to plot.")]
+    return [h.figure(p) for p in plots]
+
+
+# ---------------------------------------------------------------- comparison
+
+
+def _comparison_plots(data: RunData, s: Summary, w: PlotWriter) -> list[PlotRef | None]:
+    return [plot_shift(s["comparison"]["pairs"], w)]
+
+
+def comparison_rows(pairs: list[dict[str, Any]]) -> list[list[Any]]:
+    rows = []
+    for pair in pairs:
+        for key, e in pair["metrics"].items():
+            for q in ("p50", "p99"):
+                x = e[q]
+                rows.append(
+                    [
+                        f"{pair['other']} vs {pair['baseline']}",
+                        METRIC_LABELS.get(key, key),
+                        q,
+                        fmt.seconds(x["baseline"]),
+                        fmt.seconds(x["other"]),
+                        fmt.seconds(x["diff"], signed=True),
+                        fmt.ci_seconds(x["ci"], signed=True),
+                        fmt.num(x["ratio"]),
+                        "yes" if x["significant"] else "no",
+                    ]
+                )
+    return rows
+
+
+COMPARISON_HEAD = [
+    "pair",
+    "metric",
+    "q",
+    "baseline",
+    "other",
+    "diff",
+    "diff CI",
+    "ratio",
+    "CI excludes 0",
+]
+
+
+def _comparison_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
+    pairs = s["comparison"]["pairs"]
+    if not pairs:
+        return [h.p("Only one arm: nothing to compare.")]
+    conf = s["run"]["statistics"]["confidence"]
+    lines = [
+        comparison_sentence(p, k, q, conf)
+        for p in pairs
+        for k in HEADLINE_METRICS
+        for q in ("p50", "p99")
+    ]
+    return [
+        h.p(
+            "Difference = other minus baseline (negative: other is faster), with independent-"
+            "sample bootstrap CIs of the quantile difference. The shift function plots the "
+            "same difference at every decile."
+        ),
+        h.ul(lines),
+        h.table(COMPARISON_HEAD, comparison_rows(pairs)),
+        *[h.figure(p) for p in plots],
+    ]
+
+
+def _comparison_memo(s: Summary) -> list[str]:
+    pairs = s["comparison"]["pairs"]
+    if not pairs:
+        return ["## Headline", "", "Only one arm was measured: no side-by-side comparison."]
+    conf = s["run"]["statistics"]["confidence"]
+    out = ["## Headline", ""]
+    for p in pairs:
+        for k in HEADLINE_METRICS:
+            for q in ("p50", "p99"):
+                out.append("- " + md_escape(comparison_sentence(p, k, q, conf), limit=1000))
+    return out
+
+
+# ---------------------------------------------------------------- goodput
+
+
+def _goodput_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
+    rows = []
+    for arm, g in s["goodput"].items():
+        rows.append(
+            [
+                arm,
+                "(all)",
+                fmt.num(g["requests"]),
+                fmt.num(g["meeting_slo"]),
+                fmt.pct(g["share"]),
+                f"{fmt.pct(g['share_ci'][0])} to {fmt.pct(g['share_ci'][1])}",
+                fmt.num(g["rate_rps"]),
+                fmt.pct(g["share_from_scheduled"]),
+            ]  # fmt: skip
+        )
+        for name, b in (g.get("by_slice") or {}).items():
+            rows.append(
+                [
+                    arm,
+                    name,
+                    fmt.num(b["requests"]),
+                    fmt.num(b["meeting_slo"]),
+                    fmt.pct(b["share"]),
+                    f"{fmt.pct(b['share_ci'][0])} to {fmt.pct(b['share_ci'][1])}",
+                    fmt.num(b["rate_rps"]),
+                    fmt.pct(b["share_from_scheduled"]),
+                ]  # fmt: skip
+            )
+    head = ["arm", "slice", "requests", "meeting SLO", "share", "share CI", "goodput (req/s)",
+            "share from scheduled"]  # fmt: skip
+    return [
+        h.p("A request meets the SLO when it succeeded and every configured bound holds."),
+        h.table(head, rows),
+    ]
+
+
+def _slo_text(slo: dict[str, Any]) -> str:
+    parts = [f"{n} ≤ {fmt.seconds(slo[k])}" for k, n in
+             (("ttft_s", "TTFT"), ("tpot_s", "TPOT"), ("e2e_s", "E2E")) if slo.get(k) is not None]  # fmt: skip
+    return ", ".join(parts) or "no bounds set"
+
+
+def _goodput_memo(s: Summary) -> list[str]:
+    out = ["## Goodput", "", f"SLO: {md_escape(_slo_text(s['run']['slo']))}.", ""]
+    for arm, g in s["goodput"].items():
+        out.append(
+            f"- {md_escape(arm)}: {fmt.pct(g['share'])} of {fmt.num(g['requests'])} requests met "
+            f"the SLO (CI {fmt.pct(g['share_ci'][0])} to {fmt.pct(g['share_ci'][1])}), "
+            f"{fmt.num(g['rate_rps'])} req/s of goodput."
+        )
+    return out
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _errors_plots(data: RunData, s: Summary, w: PlotWriter) -> list[PlotRef | None]:
+    return [plot_errors(s["errors"], w)]
+
+
+def _errors_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
+    rows = []
+    for arm, e in s["errors"].items():
+        rows.append([arm, "(all)", fmt.num(e["errors"]), fmt.num(e["per_1000"]),
+                     f"{fmt.num(e['per_1000_ci'][0])} to {fmt.num(e['per_1000_ci'][1])}"])  # fmt: skip
+        for t, v in sorted(e["by_type"].items(), key=lambda kv: -kv[1]["count"]):
+            rows.append([arm, t, fmt.num(v["count"]), fmt.num(v["per_1000"]), ""])
+    retry = [
+        [arm, fmt.num(e["logical_requests"]), fmt.num(e["retries"]), fmt.num(e["retry_rate"])]
+        for arm, e in s["errors"].items()
+    ]
+    return [
+        h.p("Every failed attempt is a ticket; rates are per 1,000 attempts."),
+        h.table(["arm", "error type", "count", "per 1,000", "CI per 1,000"], rows),
+        h.table(["arm", "logical requests", "retries", "retry rate"], retry),
+        *[h.figure(p) for p in plots],
+    ]
+
+
+def _errors_memo(s: Summary) -> list[str]:
+    out = ["## Failures", ""]
+    for arm, e in s["errors"].items():
+        top = sorted(e["by_type"].items(), key=lambda kv: -kv[1]["count"])[:3]
+        kinds = ", ".join(f"{md_escape(t)} {v['count']}" for t, v in top) or "none"
+        out.append(
+            f"- {md_escape(arm)}: {fmt.num(e['errors'])} errors in {fmt.num(e['requests'])} "
+            f"requests = {fmt.num(e['per_1000'])} per 1,000 (CI {fmt.num(e['per_1000_ci'][0])} "
+            f"to {fmt.num(e['per_1000_ci'][1])}); by type: {kinds}; retry rate "
+            f"{fmt.num(e['retry_rate'])}."
+        )
+    return out
+
+
+# ---------------------------------------------------------------- throughput
+
+
+def _throughput_plots(data: RunData, s: Summary, w: PlotWriter) -> list[PlotRef | None]:
+    return [plot_throughput(s["throughput"], w)]
+
+
+def _throughput_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
+    rows = [
+        [
+            arm,
+            fmt.num(t["requests_ok"]),
+            fmt.num(t["request_rps"]),
+            fmt.num(t["output_tps"]),
+            fmt.num(t["offered_rps"]),
+            fmt.num(t["achieved_arrival_rps"]),
+            fmt.pct(t["achieved_vs_offered"]),
+        ]  # fmt: skip
+        for arm, t in s["throughput"].items()
+    ]
+    head = ["arm", "completed", "req/s", "output tok/s", "offered req/s", "achieved arrivals/s",
+            "achieved / offered"]  # fmt: skip
+    return [h.table(head, rows), *[h.figure(p) for p in plots]]
+
+
+def _throughput_memo(s: Summary) -> list[str]:
+    out = ["## Throughput", ""]
+    for arm, t in s["throughput"].items():
+        out.append(
+            f"- {md_escape(arm)}: {fmt.num(t['request_rps'])} req/s completed, "
+            f"{fmt.num(t['output_tps'])} output tok/s; arrivals {fmt.num(t['achieved_arrival_rps'])}"
+            f"/s vs offered {fmt.num(t['offered_rps'])}/s."
+        )
+    return out
+
+
+# ---------------------------------------------------------------- server
+
+
+def _server_plots(data: RunData, s: Summary, w: PlotWriter) -> list[PlotRef | None]:
+    return [plot_server(s["server"], w)]
+
+
+def _server_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
+    if not s["server"]:
+        return [h.p("No server metrics were scraped for this run.")]
+    rows = [
+        [
+            arm,
+            name,
+            fmt.num(v["samples"]),
+            fmt.num(v["mean"]),
+            fmt.num(v["p50"]),
+            fmt.num(v["p95"]),
+            fmt.num(v["max"]),
+        ]  # fmt: skip
+        for arm, per in s["server"].items()
+        for name, v in per.items()
+    ]
+    return [
+        h.table(["arm", "metric", "samples", "mean", "p50", "p95", "max"], rows),
+        *[h.figure(p) for p in plots],
+    ]
+
+
+# ---------------------------------------------------------------- samples and caveats
+
+
+def _samples_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
+    parts: list[Any] = [h.p("Untrusted model output and error text, shown escaped.")]
+    for arm, smp in s["samples"].items():
+        parts.append(h.Safe(f"<h3>{h.esc(arm)}</h3>"))
+        for o in smp["outputs"]:
+            parts += [h.p(f"request {o['request_id']}"), h.pre(o["text"])]
+        if smp["errors"]:
+            rows = [[e["request_id"], e["error_type"], e["message"]] for e in smp["errors"]]
+            parts.append(h.table(["request", "error type", "message"], rows, sortable=False))
+        if not smp["outputs"] and not smp["errors"]:
+            parts.append(h.p("No samples."))
+    return parts
+
+
+def _samples_memo(s: Summary) -> list[str]:
+    lines = []
+    for arm, smp in s["samples"].items():
+        for e in smp["errors"][:2]:
+            lines.append(
+                f"- {md_escape(arm)} {md_escape(e['error_type'])}: {md_escape(e['message'], 160)}"
+            )
+    return ["## Sample error messages", "", *lines] if lines else []
+
+
+def caveats(data: RunData, s: Summary) -> list[str]:
+    """Plain-text warnings a reader of the numbers must know (small samples, lagging load...)."""
+    out = list(data.notes)
+    status = s["run"]["status"]
+    if status not in (None, "completed"):
+        out.append(
+            f"The run's status is {status!r}, not completed: figures cover what was recorded."
+        )
+    if data.n_rows == 0:
+        out.append("No requests were recorded in the analysed phases: every figure is empty.")
+    for arm in data.arms:
+        n_ok = s["latency"][arm]["ttft_s"]["n"]
+        n_all = s["errors"][arm]["requests"]
+        if n_all and n_ok == 0:
+            out.append(f"Arm {arm!r} had no successful requests ({n_all} attempts, all failed): "
+                       "its latency figures are empty.")  # fmt: skip
+        elif n_all == 0:
+            out.append(f"Arm {arm!r} has no requests in the analysed phases.")
+        elif n_ok < 100:
+            out.append(f"Arm {arm!r} has only {n_ok} successful requests: p99 and p99.9 rest on "
+                       "very few points and their CIs are wide.")  # fmt: skip
+        elif n_ok < 1000:
+            out.append(f"Arm {arm!r} has {n_ok} successful requests: p99.9 is not reliable.")
+        ratio = s["throughput"][arm]["achieved_vs_offered"]
+        if isinstance(ratio, float) and math.isfinite(ratio) and ratio < 0.9:
+            out.append(f"Arm {arm!r} received {ratio:.0%} of the offered arrival rate: the load "
+                       "generator did not deliver its schedule.")  # fmt: skip
+        qd = s["latency"][arm]["queue_delay_s"]["p99"]
+        if isinstance(qd, float) and math.isfinite(qd) and qd > 0.05:
+            out.append(f"Arm {arm!r}: client queue delay p99 is {fmt.seconds(qd)}; requests left "
+                       "late, so read the from-scheduled latencies.")  # fmt: skip
+    if len(data.slices) > 1:
+        out.append(f"The workload has {len(data.slices)} slices; per-slice figures are in "
+                   "latency_by_slice and goodput.ARM.by_slice.")  # fmt: skip
+    return out
+
+
+def _caveats_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
+    return [h.ul(s["caveats"])] if s["caveats"] else [h.p("None.")]
+
+
+def _caveats_memo(s: Summary) -> list[str]:
+    if not s["caveats"]:
+        return []
+    return ["## Caveats", "", *[f"- {md_escape(c, limit=600)}" for c in s["caveats"]]]
+
+
+# ---------------------------------------------------------------- the list
+
+SECTIONS: list[Section] = [
+    Section("run", "Run", _run_compute, html=_run_html),
+    Section(
+        "latency",
+        "Latency",
+        lambda d, s: latency_summary(d),
+        plots=_latency_plots,
+        html=_latency_html,
+        memo=_latency_memo,
+        memo_rank=30,
+    ),
+    Section(
+        "comparison",
+        "Arm vs arm",
+        lambda d, s: compare_arms(d),
+        plots=_comparison_plots,
+        html=_comparison_html,
+        memo=_comparison_memo,
+        memo_rank=10,
+    ),
+    Section(
+        "latency_by_slice",
+        "Latency by workload slice",
+        lambda d, s: latency_by_slice(d),
+        html=_by_slice_html,
+    ),  # fmt: skip
+    Section(
+        "latency_over_time",
+        "Latency over time",
+        lambda d, s: latency_over_time(d),
+        plots=_over_time_plots,
+        html=_over_time_html,
+    ),
+    Section(
+        "goodput",
+        "Goodput",
+        lambda d, s: goodput_summary(d),
+        html=_goodput_html,
+        memo=_goodput_memo,
+        memo_rank=20,
+    ),  # fmt: skip
+    Section(
+        "errors",
+        "Failures and retries",
+        lambda d, s: errors_summary(d),
+        plots=_errors_plots,
+        html=_errors_html,
+        memo=_errors_memo,
+        memo_rank=25,
+    ),  # fmt: skip
+    Section(
+        "throughput",
+        "Throughput",
+        lambda d, s: throughput_summary(d),
+        plots=_throughput_plots,
+        html=_throughput_html,
+        memo=_throughput_memo,
+        memo_rank=40,
+    ),  # fmt: skip
+    Section(
+        "server",
+        "Server-side metrics",
+        lambda d, s: server_summary(d),
+        plots=_server_plots,
+        html=_server_html,
+    ),  # fmt: skip
+    Section(
+        "samples",
+        "Sample outputs and errors",
+        lambda d, s: d.samples,
+        html=_samples_html,
+        memo=_samples_memo,
+        memo_rank=80,
+    ),  # fmt: skip
+    Section("caveats", "Caveats", caveats, html=_caveats_html, memo=_caveats_memo, memo_rank=90),
+]
+
+
+def register_section(section: Section, *, before: str | None = "caveats") -> None:
+    """Add a section (e.g. ``cost``, ``verdict``) to :data:`SECTIONS`, before ``before``
+    (default: before the caveats, which stay last); an unknown ``before`` appends."""
+    if any(s.key == section.key for s in SECTIONS):
+        raise ValueError(f"a report section with key {section.key!r} is already registered")
+    keys = [s.key for s in SECTIONS]
+    SECTIONS.insert(keys.index(before) if before in keys else len(SECTIONS), section)

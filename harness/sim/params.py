@@ -1,0 +1,226 @@
+"""Simulator parameters: one typed dataclass per profile, every default documented here.
+
+``VllmParams`` models ``vllm serve meta-llama/Llama-3.1-8B-Instruct`` on one H100 (bf16):
+TTFT about 60-120 ms at low load (about 75 ms for a 1000-token prompt, 115 ms for 2000),
+inter-token latency 10-12 ms at low load, rising with the batch (about 25 ms at 256 running sequences), a saturation knee past
+``max_num_seqs`` / the KV-cache capacity. ``CloudParams`` models a hosted API reached over the
+internet: a lognormal network round trip, provider queueing with a heavy tail, per-token decode
+time with jitter, rate limits and injected faults.
+
+Fixed latency (client benchmarks, timing tests): profile ``cloud`` with ``ttft_ms=50``,
+``itl_ms=5``, ``itl_jitter=0``: every stream's first token comes ``ttft_ms`` after the request
+was read and each next one ``itl_ms`` later, with no network/queue/prefill component.
+
+Parameters are changed three ways, all validated by :func:`apply_params`: ``--param k=v`` on
+the command line, ``params:`` in a YAML config file (plus a ``scenario:`` timeline), and
+``POST /admin/config`` while running. Unknown names and bad values raise :class:`ParamError`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+PROFILES = ("vllm", "cloud")
+
+
+class ParamError(ValueError):
+    """A bad simulator parameter; the message names the parameter, the value and the fix."""
+
+
+@dataclass
+class CommonParams:
+    """Parameters shared by both profiles."""
+
+    model: str = "sim-model"  # the one served model name; others get 404 model_not_found
+    max_model_len: int = 8192  # context length: prompt + max_tokens above it -> 400
+    # Natural output length (no ignore_eos / min_tokens): lognormal with this median and
+    # log-space sigma, at least 1, capped by max_tokens (finish_reason "length" when capped).
+    output_len_median: float = 200.0
+    output_len_sigma: float = 0.6
+    # Reference answers: a prompt (last user message, stripped) equal to an eval item's prompt
+    # is answered with the item's answer with probability `accuracy` (fixed per seed + item),
+    # otherwise with a plausible wrong answer.
+    reference_answers: bool = True
+    eval_files: list[str] = field(default_factory=lambda: ["workloads/eval/*.jsonl"])
+    accuracy: float = 0.9
+    # Injected faults, decided per request when it arrives.
+    error_rate: float = 0.0  # share of requests answered with a 5xx from error_statuses
+    error_statuses: list[int] = field(default_factory=lambda: [500, 503])
+    rate_limited_rate: float = 0.0  # share answered 429 regardless of the rate limits
+    retry_after_s: float = 1.0  # Retry-After sent with injected 429s
+
+
+@dataclass
+class VllmParams(CommonParams):
+    """Continuous-batching engine model of vLLM (one scheduler loop, one token per running
+    sequence per step). Step time (ms) = step_base_ms + decode_per_seq_ms * decoding sequences
+    + prefill_per_token_ms * prefill tokens in the step + attn_per_ctx_token_ms * context tokens
+    of the batch, times (1 + step_jitter * N(0, 1))."""
+
+    model: str = "sim-llama-3.1-8b-instruct"
+    max_num_seqs: int = 256  # running sequences at most (vLLM --max-num-seqs)
+    max_num_batched_tokens: int = 8192  # per-step token budget; longer prefills are chunked
+    block_size: int = 16  # KV block size in tokens; prefix-cache granularity (restart only)
+    # KV capacity in tokens (restart only): 8B bf16 uses 128 KiB per token; an H100 at
+    # gpu_memory_utilization 0.9 leaves about 50 GB for KV, about 400k tokens.
+    kv_cache_tokens: int = 400_000
+    enable_prefix_caching: bool = True
+    step_base_ms: float = 10.0  # fixed cost of a step (weights read once per step)
+    decode_per_seq_ms: float = 0.06  # added per decoding sequence in the step
+    prefill_per_token_ms: float = 0.04  # added per uncached prompt token computed in the step
+    attn_per_ctx_token_ms: float = 0.00002  # added per token of context attended in the step
+    step_jitter: float = 0.02  # relative std-dev of a step's duration
+    api_overhead_ms: float = 20.0  # HTTP + tokenization before a request reaches the engine
+
+
+@dataclass
+class CloudParams(CommonParams):
+    """A hosted API over the internet. TTFT = rtt + queue + prefill_per_token_ms * prompt
+    tokens (or exactly ``ttft_ms`` when set); each next token after itl_ms * (1 + jitter)."""
+
+    model: str = "sim-cloud-mini"
+    rtt_ms: float = 150.0  # network round trip: lognormal median ...
+    rtt_sigma: float = 0.3  # ... and log-space sigma (typical 100-300 ms)
+    queue_ms: float = 40.0  # provider queueing: lognormal median ...
+    queue_sigma: float = 1.2  # ... with a heavy tail (p99 about 16x the median)
+    prefill_per_token_ms: float = 0.02
+    itl_ms: float = 12.0  # mean time between output tokens
+    itl_jitter: float = 0.3  # relative std-dev of each gap (gamma distributed); 0 = exact
+    ttft_ms: float | None = None  # set: TTFT exactly this (no rtt/queue/prefill)
+    rpm_limit: float | None = None  # requests per minute (token bucket, a minute of burst)
+    tpm_limit: float | None = None  # tokens per minute, charged prompt + max_tokens
+    stall_rate: float = 0.0  # share of streams that stop sending for stall_s mid-stream
+    stall_s: float = 60.0
+    truncate_rate: float = 0.0  # share of streams whose connection closes before [DONE]
+
+
+PARAM_CLASSES: dict[str, type[CommonParams]] = {"vllm": VllmParams, "cloud": CloudParams}
+# Structural parameters the running engine cannot change (admin/scenario reject them).
+RESTART_ONLY = frozenset({"block_size", "kv_cache_tokens"})
+
+
+def default_params(profile: str) -> CommonParams:
+    """The profile's parameters with their defaults."""
+    if profile not in PARAM_CLASSES:
+        raise ParamError(f"unknown profile {profile!r}: expected one of {', '.join(PROFILES)}")
+    return PARAM_CLASSES[profile]()
+
+
+def param_names(profile: str) -> list[str]:
+    """Every parameter name the profile accepts."""
+    return [f.name for f in dataclasses.fields(PARAM_CLASSES[profile])]
+
+
+def _coerce(name: str, value: Any, tp: Any) -> Any:
+    """``value`` converted to the annotated type ``tp``, or a ParamError naming ``name``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(name, value, inner[0])
+    if origin is list:
+        (item_tp,) = typing.get_args(tp)
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, list | tuple):
+            raise ParamError(f"parameter {name!r}: expected a list, got {value!r}")
+        return [_coerce(name, v, item_tp) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0",
+                                                         "no", "off"):
+            return value.lower() in ("true", "1", "yes", "on")
+        raise ParamError(f"parameter {name!r}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ParamError(f"parameter {name!r}: expected an integer, got {value!r}")
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            raise ParamError(f"parameter {name!r}: expected an integer, got {value!r}") from None
+        if f != int(f):
+            raise ParamError(f"parameter {name!r}: expected an integer, got {value!r}")
+        return int(f)
+    if tp is float:
+        if isinstance(value, bool):
+            raise ParamError(f"parameter {name!r}: expected a number, got {value!r}")
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ParamError(f"parameter {name!r}: expected a number, got {value!r}") from None
+    if tp is str:
+        if not isinstance(value, str | int | float):
+            raise ParamError(f"parameter {name!r}: expected a string, got {value!r}")
+        return str(value)
+    return value
+
+
+_RATES = ("accuracy", "error_rate", "rate_limited_rate", "stall_rate", "truncate_rate")
+_POSITIVE_INTS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "block_size",
+                  "kv_cache_tokens")
+
+
+def _check(params: CommonParams) -> None:
+    """Range checks across the fields of ``params``."""
+    for name in _RATES:
+        v = getattr(params, name, None)
+        if v is not None and not 0.0 <= v <= 1.0:
+            raise ParamError(f"parameter {name!r}: expected a share in [0, 1], got {v!r}")
+    for name in _POSITIVE_INTS:
+        v = getattr(params, name, None)
+        if v is not None and v < 1:
+            raise ParamError(f"parameter {name!r}: expected a positive integer, got {v!r}")
+    for f in dataclasses.fields(params):
+        v = getattr(params, f.name)
+        if isinstance(v, float) and v < 0 and f.name not in _RATES:
+            raise ParamError(f"parameter {f.name!r}: expected a value >= 0, got {v!r}")
+    for status in params.error_statuses:
+        if not 500 <= status <= 599:
+            raise ParamError(f"parameter 'error_statuses': {status} is not a 5xx status")
+    if params.output_len_median < 1:
+        raise ParamError("parameter 'output_len_median': expected >= 1")
+    if isinstance(params, VllmParams) and params.kv_cache_tokens < params.block_size:
+        raise ParamError("parameter 'kv_cache_tokens': must hold at least one block")
+
+
+def validate_updates(profile: str, updates: dict[str, Any], *, running: bool = False) -> dict:
+    """``updates`` coerced to the profile's types; raises ParamError for unknown names, bad
+    values, and (``running``) restart-only parameters."""
+    if not isinstance(updates, dict):
+        raise ParamError(f"parameters must be a mapping of name -> value, got {updates!r}")
+    cls = PARAM_CLASSES[profile]
+    hints = typing.get_type_hints(cls)
+    out: dict[str, Any] = {}
+    for name, value in updates.items():
+        if name not in hints:
+            raise ParamError(
+                f"unknown parameter {name!r} for profile {profile!r}; "
+                f"known: {', '.join(sorted(hints))}"
+            )
+        if running and name in RESTART_ONLY:
+            raise ParamError(f"parameter {name!r} cannot change while running; restart instead")
+        out[name] = _coerce(name, value, hints[name])
+    return out
+
+
+def apply_params(params: CommonParams, updates: dict[str, Any], *, running: bool = False) -> None:
+    """Validate ``updates`` and apply them to ``params`` in place, all or nothing."""
+    profile = next(p for p, c in PARAM_CLASSES.items() if isinstance(params, c))
+    clean = validate_updates(profile, updates, running=running)
+    trial = dataclasses.replace(params, **clean)
+    _check(trial)
+    for name, value in clean.items():
+        setattr(params, name, value)
+
+
+def params_to_dict(params: CommonParams) -> dict[str, Any]:
+    """A JSON-ready copy of ``params``."""
+    return dataclasses.asdict(params)

@@ -1,0 +1,798 @@
+"""The simulator's OpenAI-compatible server: routes, request validation, response streams.
+
+Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming SSE or not),
+``GET /v1/models``, ``GET /health``, ``GET /version``, ``GET /metrics`` (Prometheus, vLLM
+names), ``GET|POST /admin/config`` (read / change parameters while running).
+
+Profile ``vllm``: every accepted request becomes an engine :class:`~harness.sim.engine.Sequence`
+after ``api_overhead_ms``; one :class:`EngineDriver` steps the engine against the wall clock and
+writes a chunk for every sequence that sampled a token. Profile ``cloud``: each stream runs on
+its own timer with latencies drawn by :mod:`harness.sim.cloud`, behind the rate limiters.
+
+Streams look like vLLM's: a chat stream's first chunk carries ``role`` with empty content, each
+later chunk exactly one token; ``stream_options.include_usage`` adds a final chunk with
+``choices: []`` and ``usage``; then ``data: [DONE]``. The vllm profile puts ``finish_reason`` on
+the last token's chunk (as vLLM does), the cloud profile sends it in a separate chunk with an
+empty delta (as OpenAI does). Errors use OpenAI's body ``{"error": {message, type, param,
+code}}`` so the ``openai`` SDK raises its typed exceptions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from . import cloud as cloud_model
+from .answers import AnswerBook
+from .engine import Engine, Sequence, Step
+from .http import Connection, Request, frame
+from .metrics import Metrics
+from .params import CloudParams, ParamError, VllmParams, apply_params, params_to_dict
+from .settings import SimSettings
+from .tokens import (
+    VOCAB_PIECES,
+    WALK,
+    WALK_MASK,
+    Output,
+    answer_words,
+    block_hashes,
+    chat_prompt_tokens,
+    message_text,
+    natural_length,
+    request_rng,
+)
+
+log = logging.getLogger(__name__)
+
+ROLES = {"system", "user", "assistant", "tool", "developer", "function"}
+DONE = b"data: [DONE]\n\n"
+# Behind by more than this, the engine's clock resyncs to the wall clock instead of catching up.
+MAX_LAG_S = 0.05
+
+# Pre-encoded SSE chunk tails: a middle token's HTTP chunk is HEXLEN[size] + the stream's
+# prefix (id, created, model) + TAIL[word] (the word, the rest of the JSON, CRLF).
+CHAT_SUF = b'"},"logprobs":null,"finish_reason":null}]}\n\n'
+CMPL_SUF = b'","logprobs":null,"finish_reason":null,"stop_reason":null}]}\n\n'
+TAIL_CHAT = tuple(w + CHAT_SUF + b"\r\n" for w in VOCAB_PIECES)
+TAIL_CMPL = tuple(w + CMPL_SUF + b"\r\n" for w in VOCAB_PIECES)
+HEXLEN = tuple(b"%x\r\n" % n for n in range(4096))
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's format."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None,
+                 code: str | None = None, headers: list[tuple[str, str]] | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.headers = headers or []
+
+
+_OPENAI_TYPES = {400: "invalid_request_error", 404: "invalid_request_error",
+                 405: "invalid_request_error", 429: "rate_limit_exceeded"}  # fmt: skip
+_VLLM_TYPES = {400: "BadRequestError", 404: "NotFoundError", 405: "MethodNotAllowed",
+               429: "RateLimitError", 500: "InternalServerError", 502: "BadGatewayError",
+               503: "ServiceUnavailableError"}  # fmt: skip
+
+
+@dataclass(slots=True)
+class Parsed:
+    """A validated completion request."""
+
+    chat: bool
+    model: str
+    prompt_tokens: int
+    tokens: list[str]  # the prompt as tokens (prefix-cache hashing)
+    prompt_key: str  # the whole prompt text (content seed)
+    match_text: str  # last user message / prompt, for reference answers
+    max_tokens: int
+    min_tokens: int
+    ignore_eos: bool
+    stream: bool
+    include_usage: bool
+    seed: int | None
+    temperature: float
+
+
+def _int_field(body: dict, name: str, lo: int | None = None) -> int | None:
+    v = body.get(name)
+    if v is None:
+        return None
+    if isinstance(v, bool) or not isinstance(v, int | float) or int(v) != v:
+        raise ApiError(400, f"'{name}' must be an integer, got {v!r}", param=name)
+    v = int(v)
+    if lo is not None and v < lo:
+        raise ApiError(400, f"'{name}' must be at least {lo}, got {v}", param=name)
+    return v
+
+
+class SimServer:
+    """One simulator instance (one profile, one served model)."""
+
+    def __init__(self, settings: SimSettings) -> None:
+        self.settings = settings
+        self.profile = settings.profile
+        self.params = settings.params
+        self.seed = settings.seed
+        self.metrics = Metrics()
+        self.rng = random.Random(settings.seed)  # latency and fault draws
+        self.conns: set[Connection] = set()
+        self.answers = self._load_answers()
+        self._nonce = itertools.count()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: asyncio.AbstractServer | None = None
+        self.t0 = 0.0
+        self.applied: list[bool] = [False] * len(settings.scenario)
+        self.active = 0  # requests accepted and not finished
+        self.engine: Engine | None = None
+        self.driver: EngineDriver | None = None
+        self.limiter = cloud_model.RateLimiter()
+        self._wheel: dict[int, list[Completion]] = {}
+        if isinstance(self.params, VllmParams):
+            self.engine = Engine(self.params, settings.seed)
+        self.routes = {
+            "/v1/chat/completions": ("POST", lambda r, c: self.completion(r, c, True)),
+            "/v1/completions": ("POST", lambda r, c: self.completion(r, c, False)),
+            "/v1/models": ("GET", self.models),
+            "/health": ("GET", lambda r, c: c.send(200, b"", self._hdr(r))),
+            "/version": ("GET", lambda r, c: c.send(200, b'{"version":"0.0.0-harness-sim"}',
+                                                    self._hdr(r))),  # fmt: skip
+            "/metrics": ("GET", self.metrics_endpoint),
+            "/admin/config": ("GET|POST", self.admin),
+        }
+
+    # -- lifecycle ----------------------------------------------------------------------
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
+        """Listen on ``host:port`` (0: ephemeral); returns the bound address."""
+        self.loop = loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(
+            lambda: Connection(self.handle, self.conns), host, port, backlog=4096,
+            reuse_address=True,
+        )  # fmt: skip
+        self.t0 = loop.time()
+        if self.engine is not None:
+            self.driver = EngineDriver(self.engine, loop, self._on_step)
+        for i, step in enumerate(self.settings.scenario):
+            loop.call_at(self.t0 + step.at_s, self._apply_scenario, i)
+        addr = self.server.sockets[0].getsockname()
+        return addr[0], addr[1]
+
+    async def close(self) -> None:
+        """Stop listening and drop every connection."""
+        if self.server is not None:
+            self.server.close()
+        for conn in list(self.conns):
+            if conn.transport is not None:
+                conn.transport.abort()
+        if self.driver is not None:
+            self.driver.stop()
+
+    def _apply_scenario(self, i: int) -> None:
+        step = self.settings.scenario[i]
+        log.info("scenario at %.1f s: %s %s", step.at_s, step.params, step.note)
+        self._set_params(step.params)
+        self.applied[i] = True
+
+    def _set_params(self, updates: dict[str, Any]) -> None:
+        old = (self.params.reference_answers, list(self.params.eval_files))
+        apply_params(self.params, updates, running=True)
+        if (self.params.reference_answers, list(self.params.eval_files)) != old:
+            self.answers = self._load_answers()
+
+    def _load_answers(self) -> AnswerBook | None:
+        if not self.params.reference_answers:
+            return None
+        book = AnswerBook.load(self.params.eval_files)
+        log.info("reference answers: %d eval items", len(book))
+        return book
+
+    # -- routing ------------------------------------------------------------------------
+    @staticmethod
+    def _hdr(req: Request) -> list[tuple[str, str]]:
+        return [("x-request-id", req.headers.get("x-request-id") or os.urandom(16).hex())]
+
+    def handle(self, req: Request, conn: Connection) -> None:
+        route = self.routes.get(req.path.rstrip("/") or "/")
+        if route is None:
+            return self.error(conn, self._hdr(req), ApiError(404, f"Not Found: {req.path}"))
+        methods, fn = route
+        if req.method not in methods.split("|"):
+            return self.error(conn, self._hdr(req),
+                              ApiError(405, f"Method {req.method} not allowed on {req.path}"))  # fmt: skip
+        fn(req, conn)
+
+    def error(self, conn: Connection, hdrs: list[tuple[str, str]], err: ApiError) -> None:
+        """Answer ``err`` in OpenAI's error format (vLLM's type names on the vllm profile)."""
+        if err.status >= 500:
+            etype = "server_error"
+        else:
+            etype = _OPENAI_TYPES.get(err.status, "invalid_request_error")
+        if self.profile == "vllm":
+            etype = _VLLM_TYPES.get(err.status, etype)
+        body = {"error": {"message": err.message, "type": etype, "param": err.param,
+                          "code": err.code if err.code is not None else
+                          (err.status if self.profile == "vllm" else None)}}  # fmt: skip
+        self.metrics.http_errors[err.status] = self.metrics.http_errors.get(err.status, 0) + 1
+        conn.send(err.status, orjson.dumps(body), hdrs + err.headers)
+
+    def models(self, req: Request, conn: Connection) -> None:
+        p = self.params
+        owner = "vllm" if self.profile == "vllm" else "harness-sim"
+        created = int(time.time())
+        data = {"object": "list", "data": [{"id": p.model, "object": "model", "created": created,
+                "owned_by": owner, "root": p.model, "parent": None,
+                "max_model_len": p.max_model_len}]}  # fmt: skip
+        conn.send(200, orjson.dumps(data), self._hdr(req))
+
+    def gauges(self) -> dict[str, float]:
+        eng = self.engine
+        if eng is None:
+            return {"vllm:num_requests_running": self.active, "vllm:num_requests_waiting": 0,
+                    "vllm:kv_cache_usage_perc": 0.0}  # fmt: skip
+        return {
+            "vllm:num_requests_running": len(eng.running),
+            "vllm:num_requests_waiting": len(eng.waiting),
+            "vllm:kv_cache_usage_perc": eng.kv_usage,
+            "vllm:gpu_cache_usage_perc": eng.kv_usage,
+        }
+
+    def metrics_endpoint(self, req: Request, conn: Connection) -> None:
+        counters: dict[str, float] = {}
+        if self.engine is not None:
+            counters = {
+                "vllm:num_preemptions_total": self.engine.num_preemptions,
+                "vllm:prefix_cache_queries_total": self.engine.prefix_queries,
+                "vllm:prefix_cache_hits_total": self.engine.prefix_hits,
+            }
+        text = self.metrics.render(self.params.model, self.gauges(), counters)
+        conn.send(200, text, self._hdr(req), "text/plain; version=0.0.4; charset=utf-8")
+
+    def admin_state(self) -> dict[str, Any]:
+        now = self.loop.time() if self.loop else 0.0
+        return {
+            "profile": self.profile,
+            "seed": self.seed,
+            "uptime_s": now - self.t0,
+            "params": params_to_dict(self.params),
+            "scenario": [
+                {"at_s": s.at_s, "params": s.params, "note": s.note, "applied": a}
+                for s, a in zip(self.settings.scenario, self.applied, strict=True)
+            ],
+        }
+
+    def admin(self, req: Request, conn: Connection) -> None:
+        hdrs = self._hdr(req)
+        if req.method == "POST":
+            try:
+                body = orjson.loads(req.body or b"{}")
+            except orjson.JSONDecodeError as exc:
+                return self.error(conn, hdrs, ApiError(400, f"invalid JSON body: {exc}"))
+            if isinstance(body, dict) and isinstance(body.get("params"), dict) and len(body) == 1:
+                body = body["params"]
+            try:
+                self._set_params(body)
+            except ParamError as exc:
+                return self.error(conn, hdrs, ApiError(400, str(exc), code="invalid_param"))
+            log.info("admin: parameters changed: %s", body)
+        conn.send(200, orjson.dumps(self.admin_state()), hdrs)
+
+    # -- completions --------------------------------------------------------------------
+    def parse(self, body: Any, chat: bool) -> Parsed:
+        """Validate a completion request body, or raise ApiError (400/404)."""
+        if not isinstance(body, dict):
+            raise ApiError(400, "The request body must be a JSON object.")
+        p = self.params
+        model = body.get("model")
+        if not isinstance(model, str) or not model:
+            raise ApiError(400, "you must provide a model parameter", param="model")
+        if model != p.model:
+            raise ApiError(404, f"The model `{model}` does not exist.", param="model",
+                           code="model_not_found")  # fmt: skip
+        if chat:
+            msgs = body.get("messages")
+            if not isinstance(msgs, list) or not msgs:
+                raise ApiError(400, "'messages' must be a non-empty array", param="messages")
+            for i, m in enumerate(msgs):
+                if not isinstance(m, dict) or m.get("role") not in ROLES:
+                    raise ApiError(400, f"messages[{i}]: expected an object with a valid 'role'",
+                                   param="messages")  # fmt: skip
+                c = m.get("content")
+                if c is not None and not isinstance(c, str | list):
+                    raise ApiError(400, f"messages[{i}].content must be a string or an array",
+                                   param="messages")  # fmt: skip
+            tokens = chat_prompt_tokens(msgs)
+            texts = [message_text(m.get("content")) for m in msgs]
+            key = "\x1e".join(f"{m.get('role')}\x1f{t}" for m, t in zip(msgs, texts, strict=True))
+            users = [t for m, t in zip(msgs, texts, strict=True) if m.get("role") == "user"]
+            match = users[-1].strip() if users else ""
+        else:
+            prompt = body.get("prompt")
+            if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+                prompt = prompt[0]
+            if isinstance(prompt, str):
+                tokens = prompt.split()
+                key = match = prompt.strip()
+            elif isinstance(prompt, list) and prompt and all(
+                isinstance(t, int) and not isinstance(t, bool) for t in prompt
+            ):
+                tokens = [str(t) for t in prompt]
+                key, match = " ".join(tokens), ""
+            else:
+                raise ApiError(400, "'prompt' must be a string, a list of one string, or a list "
+                               "of token ids", param="prompt")  # fmt: skip
+        n_prompt = len(tokens)
+        n = _int_field(body, "n", 1)
+        if n not in (None, 1):
+            raise ApiError(400, "the simulator supports n=1 only", param="n")
+        max_tokens = _int_field(body, "max_completion_tokens", 1)
+        if max_tokens is None:
+            max_tokens = _int_field(body, "max_tokens", 1)
+        what = "messages" if chat else "prompt"
+        limit = p.max_model_len
+        if max_tokens is None:
+            if n_prompt >= limit:
+                raise ApiError(400, f"This model's maximum context length is {limit} tokens. "
+                               f"However, you requested {n_prompt} tokens in the {what}. Please "
+                               f"reduce the length of the {what}.", param=what,
+                               code="context_length_exceeded")  # fmt: skip
+            max_tokens = limit - n_prompt
+        elif n_prompt + max_tokens > limit:
+            raise ApiError(
+                400,
+                f"This model's maximum context length is {limit} tokens. However, you "
+                f"requested {n_prompt + max_tokens} tokens ({n_prompt} in the {what}, "
+                f"{max_tokens} in the completion). Please reduce the length of the {what} or "
+                "completion.",
+                param=what,
+                code="context_length_exceeded",
+            )
+        min_tokens = _int_field(body, "min_tokens", 0) or 0
+        if min_tokens > max_tokens:
+            raise ApiError(400, f"min_tokens ({min_tokens}) must be less than or equal to "
+                           f"max_tokens ({max_tokens})", param="min_tokens")  # fmt: skip
+        ignore_eos = body.get("ignore_eos", False)
+        stream = body.get("stream", False)
+        for name, v in (("ignore_eos", ignore_eos), ("stream", stream)):
+            if not isinstance(v, bool) and v is not None:
+                raise ApiError(400, f"'{name}' must be a boolean, got {v!r}", param=name)
+        opts = body.get("stream_options")
+        include_usage = False
+        if opts is not None:
+            if not isinstance(opts, dict):
+                raise ApiError(400, "'stream_options' must be an object", param="stream_options")
+            if not stream:
+                raise ApiError(400, "Stream options can only be defined when `stream=True`.",
+                               param="stream_options")  # fmt: skip
+            include_usage = bool(opts.get("include_usage"))
+        temperature = body.get("temperature", 1.0)
+        if temperature is None:
+            temperature = 1.0
+        if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not (
+            0 <= temperature <= 2
+        ):
+            raise ApiError(400, f"'temperature' must be a number in [0, 2], got {temperature!r}",
+                           param="temperature")  # fmt: skip
+        seed = _int_field(body, "seed")
+        return Parsed(chat, model, n_prompt, tokens, key, match, max_tokens, min_tokens,
+                      bool(ignore_eos), bool(stream), include_usage, seed, float(temperature))  # fmt: skip
+
+    def plan_output(self, q: Parsed) -> tuple[Output, str]:
+        """The response's tokens and finish reason: deterministic for (server seed, request
+        seed, prompt); a fresh draw per request only when sampling with no seed."""
+        p = self.params
+        salt = q.seed if q.seed is not None else (
+            0 if q.temperature == 0 else f"n{next(self._nonce)}")  # fmt: skip
+        rng = request_rng(self.seed, salt, q.prompt_key)
+        fixed = None
+        item = self.answers.lookup(q.match_text) if self.answers and q.match_text else None
+        if item is not None:
+            text, _ = self.answers.answer(item, p.accuracy, self.seed)
+            fixed = answer_words(text)
+            natural = len(fixed)
+        else:
+            natural = natural_length(rng, p.output_len_median, p.output_len_sigma)
+        if q.ignore_eos:
+            n, reason = q.max_tokens, "length"
+        else:
+            stop_at = max(natural, q.min_tokens)
+            if stop_at > q.max_tokens or (q.min_tokens >= q.max_tokens and natural < q.max_tokens):
+                n, reason = q.max_tokens, "length"
+            else:
+                n, reason = stop_at, "stop"
+        return Output(n, rng.randrange(1 << 16), fixed), reason
+
+    def completion(self, req: Request, conn: Connection, chat: bool) -> None:
+        hdrs = self._hdr(req)
+        try:
+            body = orjson.loads(req.body)
+        except orjson.JSONDecodeError as exc:
+            return self.error(conn, hdrs, ApiError(
+                400, f"We could not parse the JSON body of your request ({exc}). The request "
+                "body must be valid JSON.", code="invalid_json"))  # fmt: skip
+        try:
+            q = self.parse(body, chat)
+        except ApiError as err:
+            return self.error(conn, hdrs, err)
+        p = self.params
+        now = req.t_received
+        output, reason = self.plan_output(q)
+        if isinstance(p, CloudParams):
+            limited = self.limiter.check(p, q.prompt_tokens + q.max_tokens, now)
+            if limited is not None:
+                kind, wait = limited
+                return self.error(conn, hdrs, self._rate_limit_error(kind, wait, now))
+        faults = cloud_model.draw_faults(self.rng, p, output.n)
+        if faults.rate_limited:
+            return self.error(conn, hdrs, self._rate_limit_error("requests", p.retry_after_s, now))
+        if faults.error_status is not None:
+            err = ApiError(faults.error_status, "The server had an error while processing your "
+                           "request. (simulated fault)")  # fmt: skip
+            if isinstance(p, CloudParams) and p.ttft_ms is None:  # fails after the round trip
+                delay = cloud_model.lognormal_ms(self.rng, p.rtt_ms, p.rtt_sigma)
+                self.loop.call_later(delay, self.error, conn, hdrs, err)
+                return None
+            return self.error(conn, hdrs, err)
+        self.metrics.prompt_tokens += q.prompt_tokens
+        resp = Completion(self, conn, q, output, reason, hdrs, now)
+        self.active += 1
+        if self.engine is not None:
+            resp.start_engine()
+        else:
+            resp.start_cloud(faults)
+
+    def _rate_limit_error(self, kind: str, wait: float, now: float) -> ApiError:
+        wait = max(wait, 0.001) if math.isfinite(wait) else 60.0
+        headers = [("retry-after", str(max(1, math.ceil(wait)))),
+                   ("retry-after-ms", str(max(1, round(wait * 1000))))]  # fmt: skip
+        p = self.params
+        rem_r, rem_t = self.limiter.remaining(now)
+        if isinstance(p, CloudParams) and p.rpm_limit is not None:
+            headers += [("x-ratelimit-limit-requests", str(int(p.rpm_limit))),
+                        ("x-ratelimit-remaining-requests", str(rem_r))]  # fmt: skip
+        if isinstance(p, CloudParams) and p.tpm_limit is not None:
+            headers += [("x-ratelimit-limit-tokens", str(int(p.tpm_limit))),
+                        ("x-ratelimit-remaining-tokens", str(rem_t))]  # fmt: skip
+        unit = "RPM" if kind == "requests" else "TPM"
+        msg = (f"Rate limit reached for {p.model} on {kind} per min ({unit}). Please try again "
+               f"in {wait:.3f}s.")  # fmt: skip
+        return ApiError(429, msg, code="rate_limit_exceeded", headers=headers)
+
+    # -- cloud stream timers ------------------------------------------------------------
+    def at(self, t: float, stream: Completion) -> None:
+        """Run ``stream._tick()`` at loop time ``t`` (to the nearest millisecond, the event
+        loop's timer resolution): streams due in the same millisecond share one timer."""
+        slot = round(t * 1000.0)
+        due = self._wheel.get(slot)
+        if due is None:
+            self._wheel[slot] = [stream]
+            self.loop.call_at(slot / 1000.0, self._fire, slot)
+        else:
+            due.append(stream)
+
+    def _fire(self, slot: int) -> None:
+        for stream in self._wheel.pop(slot):
+            stream._tick()
+
+    # -- engine callbacks ---------------------------------------------------------------
+    def _on_step(self, step: Step, sampled: list[Sequence], end: float) -> None:
+        """Write the token each sampled sequence got (the hot loop: middle tokens of a
+        stream go straight to the transport as pre-encoded bytes)."""
+        now = self.loop.time()
+        self.metrics.generation_tokens += len(sampled)
+        decoded = 0
+        for seq in sampled:
+            c = seq.user
+            i = seq.num_output - 1
+            if i:
+                decoded += 1
+                if c.fast_from <= i < c.last:
+                    tail = c.tail[WALK[(c.off + i) & WALK_MASK]]
+                    size = c.plen + len(tail) - 2
+                    data = (HEXLEN[size] if size < 4096 else b"%x\r\n" % size) + c.pre + tail
+                    conn = c.conn
+                    if conn.paused:
+                        conn.write(data)
+                    else:
+                        conn.transport.write(data)
+                    continue
+            c.emit(i, now)
+        if decoded:
+            self.metrics.itl.observe(step.duration, decoded)
+
+
+class EngineDriver:
+    """Runs an :class:`Engine` against the wall clock: one timer per step, absolute deadlines
+    (a step ends ``duration`` after the previous one ended, not after the timer fired), so the
+    engine clock does not drift; more than ``MAX_LAG_S`` behind, it resyncs to the wall."""
+
+    def __init__(self, engine: Engine, loop: asyncio.AbstractEventLoop, on_step: Any) -> None:
+        self.engine = engine
+        self.loop = loop
+        self.on_step = on_step
+        self.vnow = 0.0
+        self.step: Step | None = None
+        self.handle: asyncio.TimerHandle | None = None
+        self.resyncs = 0
+
+    def submit(self, seq: Sequence) -> None:
+        """Queue ``seq``; starts stepping if the engine was idle."""
+        self.engine.add(seq)
+        if self.step is None:
+            self.vnow = self.loop.time()
+            self._next()
+
+    def _next(self) -> None:
+        step = self.engine.schedule(self.vnow)
+        self.step = step
+        if step is not None:
+            self.handle = self.loop.call_at(self.vnow + step.duration, self._end)
+
+    def _end(self) -> None:
+        step = self.step
+        end = self.vnow + step.duration
+        now = self.loop.time()
+        if now - end > MAX_LAG_S:
+            self.resyncs += 1
+            end = now
+        sampled, _ = self.engine.finish_step(step, end)
+        self.vnow = end
+        try:
+            self.on_step(step, sampled, end)
+        finally:
+            self._next()
+
+    def stop(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+        self.step = None
+
+
+class Completion:
+    """One accepted completion request: writes its stream (or its JSON body) as tokens come."""
+
+    __slots__ = (
+        "srv", "conn", "q", "output", "reason", "hdrs", "t0", "rid", "created", "pre", "suf",
+        "seq", "handle", "next_t", "i", "faults", "t_last", "done", "cached", "fast_from",
+        "last", "off", "plen", "tail",
+    )  # fmt: skip
+
+    def __init__(self, srv: SimServer, conn: Connection, q: Parsed, output: Output, reason: str,
+                 hdrs: list[tuple[str, str]], t0: float) -> None:  # fmt: skip
+        self.srv = srv
+        self.conn = conn
+        self.q = q
+        self.output = output
+        self.reason = reason
+        self.hdrs = hdrs
+        self.t0 = t0
+        self.rid = ("chatcmpl-" if q.chat else "cmpl-") + os.urandom(12).hex()
+        self.created = int(time.time())
+        self.seq: Sequence | None = None
+        self.handle: asyncio.TimerHandle | None = None
+        self.next_t = 0.0
+        self.i = 0
+        self.faults: cloud_model.Faults | None = None
+        self.t_last = t0
+        self.done = False
+        self.cached = 0
+        head = orjson.dumps(self.rid).decode(), orjson.dumps(srv.params.model).decode()
+        if q.chat:
+            self.pre = (f'data: {{"id":{head[0]},"object":"chat.completion.chunk","created":'
+                        f'{self.created},"model":{head[1]},"choices":[{{"index":0,"delta":'
+                        '{"content":"').encode()  # fmt: skip
+            self.suf = CHAT_SUF
+            self.tail = TAIL_CHAT
+        else:
+            self.pre = (f'data: {{"id":{head[0]},"object":"text_completion","created":'
+                        f'{self.created},"model":{head[1]},"choices":[{{"index":0,"text":"'
+                        ).encode()  # fmt: skip
+            self.suf = CMPL_SUF
+            self.tail = TAIL_CMPL
+        # Tokens fast_from .. last-1 are vocabulary words written by the hot loops.
+        self.last = output.n - 1
+        self.fast_from = max(1, output.n_fixed) if q.stream else output.n + 1
+        self.off = output.offset
+        self.plen = len(self.pre)
+
+    # -- starting -----------------------------------------------------------------------
+    def start_engine(self) -> None:
+        srv, q = self.srv, self.q
+        p: VllmParams = srv.params  # type: ignore[assignment]
+        hashes = block_hashes(q.tokens, p.block_size) if p.enable_prefix_caching else []
+        self.seq = Sequence(0, q.prompt_tokens, self.output.n, hashes, self.t0, user=self)
+        if q.stream:
+            self.conn.start_stream(self, self.hdrs)
+        else:
+            self.conn.owner = self
+        srv.loop.call_at(self.t0 + p.api_overhead_ms / 1000.0, self._submit)
+
+    def _submit(self) -> None:
+        if not self.done:
+            self.srv.driver.submit(self.seq)
+
+    def start_cloud(self, faults: cloud_model.Faults) -> None:
+        srv = self.srv
+        p: CloudParams = srv.params  # type: ignore[assignment]
+        self.faults = faults
+        self.next_t = self.t0 + cloud_model.draw_ttft(srv.rng, p, self.q.prompt_tokens)
+        if faults.stall_at == 0:
+            self.next_t += p.stall_s
+        if self.q.stream:
+            self.conn.start_stream(self, self.hdrs)
+            srv.at(self.next_t, self)
+        else:
+            self.conn.owner = self
+            # The whole body is ready when the last token would have been streamed.
+            end = self.next_t
+            for k in range(1, self.output.n):
+                end += cloud_model.draw_itl(srv.rng, p)
+                if faults.stall_at == k:
+                    end += p.stall_s
+            self.handle = srv.loop.call_at(end, self._cloud_body, self.next_t)
+
+    # -- cloud timers -------------------------------------------------------------------
+    def _tick(self) -> None:
+        if self.done:
+            return
+        conn = self.conn
+        if conn.paused:  # client not reading: wait for the transport to drain
+            conn.on_resume.append(self._resume)
+            return
+        i = self.i
+        f = self.faults
+        if i == f.truncate_at:
+            self._truncate()
+            return
+        srv = self.srv
+        now = srv.loop.time()
+        m = srv.metrics
+        m.generation_tokens += 1
+        if self.fast_from <= i < self.last:
+            tail = self.tail[WALK[(self.off + i) & WALK_MASK]]
+            size = self.plen + len(tail) - 2
+            conn.transport.write((HEXLEN[size] if size < 4096 else b"%x\r\n" % size)
+                                 + self.pre + tail)  # fmt: skip
+            m.itl.observe(now - self.t_last)
+            self.t_last = now
+        else:
+            self.emit(i, now)
+        self.i = i = i + 1
+        if i < self.output.n:
+            p = srv.params
+            self.next_t += (p.itl_ms / 1000.0 if p.itl_jitter <= 0
+                            else cloud_model.draw_itl(srv.rng, p))  # fmt: skip
+            if f.stall_at == i:
+                self.next_t += p.stall_s
+            srv.at(self.next_t, self)
+
+    def _resume(self) -> None:
+        if not self.done:
+            self.next_t = max(self.next_t, self.srv.loop.time())
+            self.srv.at(self.next_t, self)
+
+    def _truncate(self) -> None:
+        self.done = True
+        self.srv.active -= 1
+        self.srv.metrics.success["abort"] += 1
+        self.conn.abort()
+
+    def _cloud_body(self, t_first: float) -> None:
+        if self.done:
+            return
+        f = self.faults
+        srv = self.srv
+        srv.metrics.ttft.observe(t_first - self.t0)
+        if f.truncate_at is not None:  # half a body, then the connection closes
+            body = self._body()
+            head = self.conn._head(200, [("content-type", "application/json"), *self.hdrs],
+                                   f"content-length: {len(body)}\r\n\r\n")  # fmt: skip
+            self.conn.transport.write(head + body[: len(body) // 2])
+            self._truncate()
+            return
+        srv.metrics.generation_tokens += self.output.n
+        self.i = self.output.n
+        self._finish(srv.loop.time())
+
+    # -- tokens -------------------------------------------------------------------------
+    def emit(self, i: int, now: float) -> None:
+        """Token ``i`` is out (at ``now``): stream it; after the last, finish the response."""
+        srv = self.srv
+        if i == 0:
+            srv.metrics.ttft.observe(now - self.t0)
+        elif self.seq is None:
+            srv.metrics.itl.observe(now - self.t_last)
+        self.t_last = now
+        last = i == self.output.n - 1
+        if self.q.stream:
+            first = self._role_chunk() if i == 0 and self.q.chat else b""
+            piece = self.output.piece(i)
+            if not last:
+                self.conn.write(first + b"%x\r\n%b%b%b\r\n" % (
+                    len(self.pre) + len(piece) + len(self.suf), self.pre, piece, self.suf))  # fmt: skip
+            else:
+                self.done = True
+                self.conn.end_stream(first + self._final_chunks(piece))
+                self._account(now)
+        elif last:
+            self._finish(now)
+
+    def _role_chunk(self) -> bytes:
+        return frame(
+            self.pre[: -len(b'"content":"')] + b'"role":"assistant","content":""},"logprobs":null,'
+            b'"finish_reason":null}]}\n\n'
+        )
+
+    def _usage(self) -> dict[str, Any]:
+        q = self.q
+        cached = (self.seq.cached_tokens or 0) if self.seq is not None else 0
+        n = self.output.n
+        return {"prompt_tokens": q.prompt_tokens, "completion_tokens": n,
+                "total_tokens": q.prompt_tokens + n,
+                "prompt_tokens_details": {"cached_tokens": cached}}  # fmt: skip
+
+    def _final_chunks(self, piece: bytes) -> bytes:
+        reason = self.reason.encode()
+        if self.srv.profile == "vllm":  # finish_reason on the last token's chunk
+            suf = self.suf.replace(b'"finish_reason":null', b'"finish_reason":"%b"' % reason, 1)
+            out = frame(self.pre + piece + suf)
+        else:  # OpenAI: the last token, then an empty delta with the finish_reason
+            out = frame(self.pre + piece + self.suf)
+            empty = self.pre + self.suf.replace(b'"finish_reason":null',
+                                                b'"finish_reason":"%b"' % reason, 1)  # fmt: skip
+            if self.q.chat:
+                empty = empty.replace(b'"delta":{"content":""}', b'"delta":{}', 1)
+            out += frame(empty)
+        if self.q.include_usage:
+            obj = "chat.completion.chunk" if self.q.chat else "text_completion"
+            usage = {"id": self.rid, "object": obj, "created": self.created,
+                     "model": self.srv.params.model, "choices": [], "usage": self._usage()}  # fmt: skip
+            out += frame(b"data: " + orjson.dumps(usage) + b"\n\n")
+        return out + frame(DONE)
+
+    def _body(self) -> bytes:
+        text = self.output.text()
+        if self.q.chat:
+            choice = {"index": 0, "message": {"role": "assistant", "content": text},
+                      "logprobs": None, "finish_reason": self.reason}  # fmt: skip
+            obj = "chat.completion"
+        else:
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": self.reason}
+            obj = "text_completion"
+        return orjson.dumps({"id": self.rid, "object": obj, "created": self.created,
+                             "model": self.srv.params.model, "choices": [choice],
+                             "usage": self._usage()})  # fmt: skip
+
+    def _finish(self, now: float) -> None:
+        self.done = True
+        self.conn.send(200, self._body(), self.hdrs)
+        self._account(now)
+
+    def _account(self, now: float) -> None:
+        m = self.srv.metrics
+        m.e2e.observe(now - self.t0)
+        m.success[self.reason] += 1
+        self.srv.active -= 1
+
+    def on_disconnect(self) -> None:
+        """The client went away: abort the sequence (freeing its KV) or cancel the timer."""
+        if self.done:
+            return
+        self.done = True
+        self.srv.active -= 1
+        self.srv.metrics.success["abort"] += 1
+        if self.seq is not None and self.srv.engine is not None:
+            self.srv.engine.abort(self.seq)
+        if self.handle is not None:
+            self.handle.cancel()

@@ -1,0 +1,284 @@
+"""Per-attempt measurement state shared by both clients, and its conversion to a record.
+
+A client fills an :class:`Attempt` while it streams (timestamps as ``perf_counter_ns`` ints,
+text pieces, usage, status); :func:`build_record` turns it into a
+:class:`~harness.record.schema.RequestRecord` with every timing column derived consistently
+through :mod:`harness.targets.timing`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from harness.record.schema import RequestRecord
+from harness.targets import clock, timing
+from harness.targets.errors import AttemptError, clip_message
+from harness.targets.tokens import count_tokens
+from harness.workloads.base import WorkItem
+
+
+class Attempt:
+    """Mutable measurements of one attempt. Timestamps are perf-counter ns (see ``clock``)."""
+
+    __slots__ = (
+        "t_scheduled_wall",
+        "t_sent",
+        "t_error",
+        "times",
+        "pieces",
+        "reasoning",
+        "usage",
+        "finish_reason",
+        "done",
+        "http_status",
+        "server_request_id",
+        "retry_after_s",
+        "error_type",
+        "error_message",
+    )
+
+    def __init__(self, t_scheduled_wall: int) -> None:
+        self.t_scheduled_wall = t_scheduled_wall
+        self.t_sent: int = 0
+        self.t_error: int | None = None
+        self.times: list[int] = []  # arrival of each content chunk
+        self.pieces: list[str] = []  # content text of each content chunk
+        self.reasoning: list[str] = []  # reasoning deltas (timed, counted, not in output_text)
+        self.usage: dict[str, Any] | None = None
+        self.finish_reason: str | None = None
+        self.done = False  # saw data: [DONE]
+        self.http_status: int | None = None
+        self.server_request_id: str | None = None
+        self.retry_after_s: float | None = None
+        self.error_type: str | None = None
+        self.error_message: str | None = None
+
+    def fail(self, error_type: str, message: str, http_status: int | None = None) -> None:
+        self.t_error = clock.perf_ns()
+        self.error_type = error_type
+        self.error_message = message
+        if http_status is not None:
+            self.http_status = http_status
+
+    def check_complete(self) -> None:
+        """Called when a 2xx stream has ended: empty and truncated streams become errors."""
+        if not self.times:
+            raise AttemptError("empty", "stream ended without any content token")
+        if not self.done and self.finish_reason is None:
+            raise AttemptError("truncated", "stream ended without [DONE] or finish_reason")
+
+
+def apply_chunk(att: Attempt, obj: Any, t: int, chat: bool) -> None:
+    """Fold one parsed SSE JSON chunk (OpenAI chat/completions shape) into ``att``."""
+    if type(obj) is not dict:
+        raise AttemptError("bad_response", f"SSE data is not a JSON object: {str(obj)[:200]}")
+    choices = obj.get("choices")
+    if choices:
+        c0 = choices[0]
+        if chat:
+            d = c0.get("delta")
+            if d:
+                text = d.get("content")
+                if text:
+                    att.times.append(t)
+                    att.pieces.append(text)
+                else:
+                    r = d.get("reasoning_content") or d.get("reasoning")
+                    if r and type(r) is str:
+                        att.times.append(t)
+                        att.reasoning.append(r)
+        else:
+            text = c0.get("text")
+            if text:
+                att.times.append(t)
+                att.pieces.append(text)
+        fr = c0.get("finish_reason")
+        if fr:
+            att.finish_reason = fr
+    elif "error" in obj or obj.get("object") == "error":
+        raise stream_error(obj)
+    u = obj.get("usage")
+    if u:
+        att.usage = u
+
+
+def stream_error(obj: dict[str, Any]) -> AttemptError:
+    """An error object sent inside a 2xx stream (OpenAI ``{"error": ...}``, vLLM ``object=error``)."""
+    err = obj.get("error", obj)
+    if not isinstance(err, dict):
+        err = {"message": str(err)}
+    code = err.get("code")
+    msg = str(err.get("message") or err)
+    status = code if isinstance(code, int) else None
+    if status == 429:
+        etype = "rate_limited"
+    elif status is not None and 400 <= status < 500:
+        etype = "client_error"
+    else:
+        etype = "server_error"
+    return AttemptError(etype, f"error event in stream: {msg}")
+
+
+class RecordContext:
+    """Everything a record needs that is fixed for one client (identity, modes, secrets)."""
+
+    __slots__ = (
+        "run_id",
+        "experiment",
+        "arm",
+        "target_kind",
+        "model",
+        "client",
+        "worker",
+        "output_text",
+        "secrets",
+        "count_fallback",
+        "_prompt_counts",
+    )
+
+    def __init__(
+        self,
+        *,
+        run_id: str,
+        experiment: str,
+        arm: str,
+        target_kind: str,
+        model: str,
+        client: str,
+        worker: int,
+        output_text: str,
+        secrets: tuple[str, ...],
+        count_fallback: str = "tokenizer",
+    ) -> None:
+        if output_text not in ("keep", "hash", "drop"):
+            raise ValueError(f"output_text: {output_text!r} is not keep, hash or drop")
+        self.run_id = run_id
+        self.experiment = experiment
+        self.arm = arm
+        self.target_kind = target_kind
+        self.model = model
+        self.client = client
+        self.worker = worker
+        self.output_text = output_text
+        self.secrets = secrets
+        self.count_fallback = count_fallback
+        self._prompt_counts: dict[str, int | None] = {}
+
+    def prompt_count(self, item: WorkItem) -> int | None:
+        """Tokenizer count of the item's prompt (cached per sample_id; items repeat)."""
+        key = item.sample_id
+        if key in self._prompt_counts:
+            return self._prompt_counts[key]
+        if item.messages is not None:
+            text = "\n".join(str(m.get("content", "")) for m in item.messages)
+        else:
+            text = item.prompt_text()
+        n = count_tokens(text, self.model)
+        if len(self._prompt_counts) > 100_000:
+            self._prompt_counts.clear()
+        self._prompt_counts[key] = n
+        return n
+
+
+def _int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def build_record(
+    ctx: RecordContext,
+    att: Attempt,
+    item: WorkItem,
+    *,
+    request_id: str,
+    attempt: int,
+    pair_id: str | None,
+    phase: str,
+    t_virtual: int | None,
+) -> RequestRecord:
+    """Turn one finished attempt into a row; every derived column comes from ``timing``."""
+    ok = att.error_type is None
+    times = att.times
+    t_sent = clock.wall_ns(att.t_sent) if att.t_sent else None
+    t_sched = att.t_scheduled_wall
+    t_first = clock.wall_ns(times[0]) if times else None
+    if ok:
+        t_end = clock.wall_ns(times[-1])
+    elif att.t_error is not None and att.t_sent:
+        t_end = clock.wall_ns(att.t_error)
+    else:
+        t_end = None
+
+    # Token counts: the server's usage, else a local tokenizer, else one token per chunk.
+    prompt_tokens = completion_tokens = cached_tokens = None
+    source = None
+    usage = att.usage
+    if usage and _int(usage.get("completion_tokens")) is not None:
+        source = "usage"
+        completion_tokens = _int(usage.get("completion_tokens"))
+        prompt_tokens = _int(usage.get("prompt_tokens"))
+        details = usage.get("prompt_tokens_details")
+        if isinstance(details, dict):
+            cached_tokens = _int(details.get("cached_tokens"))
+    elif times or (ok or att.http_status is not None and 200 <= att.http_status < 300):
+        n = None
+        if times and ctx.count_fallback == "tokenizer":
+            n = count_tokens("".join(att.reasoning) + "".join(att.pieces), ctx.model)
+        if n is not None:
+            source = "tokenizer"
+            completion_tokens = n
+            prompt_tokens = ctx.prompt_count(item)
+        else:
+            source = "chunks"
+            completion_tokens = len(times)
+
+    text: str | None = None
+    if ctx.output_text != "drop" and (att.pieces or ok):
+        text = "".join(att.pieces)
+        if ctx.output_text == "hash":
+            text = hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+    return RequestRecord(
+        run_id=ctx.run_id,
+        experiment=ctx.experiment,
+        arm=ctx.arm,
+        target_kind=ctx.target_kind,
+        model=ctx.model,
+        client=ctx.client,
+        worker=ctx.worker,
+        request_id=request_id,
+        attempt=attempt,
+        pair_id=pair_id,
+        sample_id=item.sample_id,
+        workload=item.workload or None,
+        slice=item.slice,
+        conversation_id=item.conversation_id,
+        turn=item.turn,
+        phase=phase,
+        status="ok" if ok else "error",
+        t_scheduled=t_sched,
+        t_sent=t_sent,
+        t_first_token=t_first,
+        t_end=t_end,
+        t_virtual=t_virtual if t_virtual is not None else t_sched,
+        queue_delay_s=timing.queue_delay_s(t_sent, t_sched) if t_sent is not None else None,
+        ttft_s=timing.ttft_s(t_first, t_sent) if t_first is not None and t_sent else None,
+        e2e_s=timing.e2e_s(t_end, t_sent) if t_end is not None and t_sent else None,
+        ttft_sched_s=timing.ttft_s(t_first, t_sched) if t_first is not None else None,
+        e2e_sched_s=timing.e2e_s(t_end, t_sched) if t_end is not None else None,
+        tpot_s=timing.tpot_s(times[0], times[-1], completion_tokens) if times else None,
+        itl_s=timing.itl_s(times) if times else None,
+        prompt_tokens=prompt_tokens,
+        completion_tokens=completion_tokens,
+        cached_tokens=cached_tokens,
+        tokens_source=source,
+        requested_max_tokens=item.max_tokens,
+        http_status=att.http_status,
+        error_type=att.error_type,
+        error_message=clip_message(att.error_message, ctx.secrets) if att.error_message else None,
+        retry_after_s=att.retry_after_s,
+        server_request_id=att.server_request_id,
+        finish_reason=att.finish_reason,
+        output_text=text,
+        reference_answer=item.reference_answer,
+    )

@@ -1,0 +1,63 @@
+"""Target errors and the classification of failed attempts into ``schema.ERROR_TYPES``.
+
+:class:`TargetError` is the user-facing error for a misconfigured or unreachable target
+(before traffic); :class:`AttemptError` is raised inside a client to end an attempt with one
+error type from the closed set. :func:`redact` scrubs secrets from any text that may end up in a
+record, a log line or an exception message.
+"""
+
+from __future__ import annotations
+
+import re
+
+from harness.record.schema import ERROR_TYPES
+
+#: Longest ``error_message`` kept in a record.
+MAX_ERROR_MESSAGE = 500
+
+
+class TargetError(RuntimeError):
+    """A target problem a user can act on (names the arm, the URL or env var, and the cause)."""
+
+
+class AttemptError(Exception):
+    """Ends one request attempt with ``error_type`` (one of ``schema.ERROR_TYPES``)."""
+
+    def __init__(self, error_type: str, message: str, http_status: int | None = None):
+        assert error_type in ERROR_TYPES, error_type
+        super().__init__(message)
+        self.error_type = error_type
+        self.message = message
+        self.http_status = http_status
+
+
+def classify_status(status: int) -> str:
+    """Error type for a non-2xx HTTP status: 429 rate_limited, 5xx server_error, else client_error."""
+    if status == 429:
+        return "rate_limited"
+    if status >= 500:
+        return "server_error"
+    return "client_error"
+
+
+# Anything that looks like a bearer token or an API key, even partially masked by a provider
+# ("Incorrect API key provided: sk-proj-****abcd").
+_SECRET_PATTERNS = re.compile(
+    r"(?i)(bearer\s+)\S+|\b(?:sk|pk|rk|key|api[-_]?key)[-_][A-Za-z0-9*_\-.]{4,}"
+)
+
+
+def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """Remove every secret (and anything key-shaped) from ``text``."""
+    for s in secrets:
+        if s and len(s) >= 4:
+            text = text.replace(s, "***")
+    return _SECRET_PATTERNS.sub(lambda m: (m.group(1) or "") + "***", text)
+
+
+def clip_message(text: str, secrets: tuple[str, ...] = ()) -> str:
+    """A record-ready error message: redacted, one line, at most ``MAX_ERROR_MESSAGE`` chars."""
+    text = redact(" ".join(str(text).split()), secrets)
+    if len(text) > MAX_ERROR_MESSAGE:
+        text = text[: MAX_ERROR_MESSAGE - 3] + "..."
+    return text

@@ -1,0 +1,39 @@
+"""Helpers for end-to-end experiment runs: `python -m harness experiment` in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_harness(args: list[str], *, timeout: float = 180, env: dict | None = None):
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
+
+
+def only_run_dir(reports: Path) -> Path:
+    runs = [p.parent for p in reports.glob("*/*/manifest.json")]
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def read_rows(run_dir: Path):
+    return pq.read_table(run_dir / "requests").to_pandas()
+
+
+def manifest(run_dir: Path) -> dict:
+    return json.loads((run_dir / "manifest.json").read_text())
