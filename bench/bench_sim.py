@@ -62,10 +62,19 @@ class _Stream(asyncio.Protocol):
 
 
 async def _client(host: str, port: int, streams: int, model: str) -> dict:
-    body = json.dumps({"model": model, "prompt": "bench " * 20, "max_tokens": TOKENS,
-                       "stream": True, "ignore_eos": True}).encode()  # fmt: skip
-    request = (b"POST /v1/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json"
-               b"\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body))  # fmt: skip
+    body = json.dumps(
+        {
+            "model": model,
+            "prompt": "bench " * 20,
+            "max_tokens": TOKENS,
+            "stream": True,
+            "ignore_eos": True,
+        }
+    ).encode()
+    request = (
+        b"POST /v1/completions HTTP/1.1\r\nhost: bench\r\ncontent-type: application/json"
+        b"\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+    )
     stats = {"events": 0, "requests": 0, "open": 0, "lost": 0, "stop": False}
     loop = asyncio.get_running_loop()
     for i in range(streams):
@@ -79,8 +88,13 @@ async def _client(host: str, port: int, streams: int, model: str) -> dict:
     e1, r1, t1 = stats["events"], stats["requests"], time.perf_counter()
     print(json.dumps({"mark": "end"}), flush=True)
     stats["stop"] = True
-    return {"events": e1 - e0, "requests": r1 - r0, "seconds": t1 - t0, "open": stats["open"],
-            "lost": stats["lost"]}  # fmt: skip
+    return {
+        "events": e1 - e0,
+        "requests": r1 - r0,
+        "seconds": t1 - t0,
+        "open": stats["open"],
+        "lost": stats["lost"],
+    }
 
 
 def _client_main(args: list[str]) -> None:
@@ -101,8 +115,9 @@ def _run(label: str, profile: str, params: dict, model: str, per_request_events:
         pid = sim.proc.pid
         client = subprocess.Popen(
             [sys.executable, "-m", "bench.bench_sim", "--client", host, port, str(STREAMS), model],
-            stdout=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         cpu0 = cpu1 = 0.0
         result = {}
         for line in client.stdout:
@@ -141,16 +156,34 @@ def _run(label: str, profile: str, params: dict, model: str, per_request_events:
 
 def main() -> None:
     """Print the simulator's sustained chunks/s for both profiles at 2,000 streams."""
-    print(f"{os.cpu_count()} CPUs; the load client runs in its own process on the same box; "
-          f"{WARMUP_S:.0f} s warm-up, {MEASURE_S:.0f} s measured", flush=True)  # fmt: skip
-    _run("cloud, fixed ttft 0 / itl 20 ms", "cloud",
-         {"ttft_ms": 0, "itl_ms": 20, "itl_jitter": 0, "reference_answers": False},
-         "sim-cloud-mini", per_request_events=2)  # fmt: skip
-    _run("vllm engine, 20 ms steps", "vllm",
-         {"max_num_seqs": 4096, "step_base_ms": 20, "decode_per_seq_ms": 0,
-          "prefill_per_token_ms": 0, "attn_per_ctx_token_ms": 0, "step_jitter": 0,
-          "api_overhead_ms": 0, "reference_answers": False},
-         "sim-llama-3.1-8b-instruct", per_request_events=1)  # fmt: skip
+    print(
+        f"{os.cpu_count()} CPUs; the load client runs in its own process on the same box; "
+        f"{WARMUP_S:.0f} s warm-up, {MEASURE_S:.0f} s measured",
+        flush=True,
+    )
+    _run(
+        "cloud, fixed ttft 0 / itl 20 ms",
+        "cloud",
+        {"ttft_ms": 0, "itl_ms": 20, "itl_jitter": 0, "reference_answers": False},
+        "sim-cloud-mini",
+        per_request_events=2,
+    )
+    _run(
+        "vllm engine, 20 ms steps",
+        "vllm",
+        {
+            "max_num_seqs": 4096,
+            "step_base_ms": 20,
+            "decode_per_seq_ms": 0,
+            "prefill_per_token_ms": 0,
+            "attn_per_ctx_token_ms": 0,
+            "step_jitter": 0,
+            "api_overhead_ms": 0,
+            "reference_answers": False,
+        },
+        "sim-llama-3.1-8b-instruct",
+        per_request_events=1,
+    )
 
 
 if __name__ == "__main__":

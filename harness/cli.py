@@ -43,21 +43,35 @@ def _sweep_info() -> dict[str, Any] | None:
     if hc.mode != RunMode.MULTIRUN:
         return None
     overrides = list(hc.overrides.task)
-    swept = [o for o in overrides if "=" in o]
     info: dict[str, Any] = {
         "id": Path(hc.sweep.dir).name,
         "dir": str(hc.sweep.dir),
         "index": hc.job.num,
         "overrides": overrides,
     }
-    if len(swept) >= 1:
-        key, _, value = swept[-1].partition("=")
-        info["param"] = key
-        try:
-            info["value"] = float(value)
-        except ValueError:
-            info["value"] = value
+    swept = _swept_keys()
+    for ov in overrides:
+        key, _, value = ov.partition("=")
+        if key.lstrip("+~") in swept:  # the first swept key is the sweep's load variable
+            info["param"] = key.lstrip("+~")
+            try:
+                info["value"] = float(value)
+            except ValueError:
+                info["value"] = value
+            break
     return info
+
+
+def _swept_keys() -> list[str]:
+    """Keys given several values on the command line (``load.rate=1,2,4``), in order."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    args = [a for a in sys.argv[1:] if "=" in a and not a.startswith("-")]
+    try:
+        parsed = OverridesParser.create().parse_overrides(args)
+    except Exception:
+        return []
+    return [o.key_or_group for o in parsed if o.is_sweep_override()]
 
 
 def _experiment_task(cfg: Any) -> None:

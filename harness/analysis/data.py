@@ -57,34 +57,47 @@ class RunDataError(ValueError):
 
 @dataclass
 class PooledSample:
-    """A bounded uniform sample of a pooled stream of values, with exact count and sum."""
+    """A bounded uniform sample of a pooled stream of values, with exact count and sum.
 
-    values: np.ndarray = field(default_factory=lambda: np.empty(0))
-    keys: np.ndarray = field(default_factory=lambda: np.empty(0))
+    Adaptive Bernoulli thinning: every value is kept with probability ``p`` (1 at first);
+    whenever more than ``cap`` values are kept, ``p`` halves and the kept values are thinned
+    by a half, so each value of the stream is in the sample with the same probability ``p``.
+    """
+
+    chunks: list[np.ndarray] = field(default_factory=list)
+    kept: int = 0
+    p: float = 1.0
     n_total: int = 0
     total: float = 0.0
 
     @property
+    def values(self) -> np.ndarray:
+        if len(self.chunks) != 1:
+            self.chunks = [np.concatenate(self.chunks) if self.chunks else np.empty(0)]
+        return self.chunks[0]
+
+    @property
     def exact(self) -> bool:
-        return self.values.size == self.n_total
+        return self.p == 1.0
 
     @property
     def mean(self) -> float:
         return self.total / self.n_total if self.n_total else math.nan
 
     def add(self, new: np.ndarray, rng: np.random.Generator, cap: int) -> None:
-        """Priority sampling: every value gets a uniform key; the ``cap`` smallest keys stay."""
         new = new[np.isfinite(new)]
         if new.size == 0:
             return
         self.n_total += int(new.size)
         self.total += float(new.sum())
-        vals = np.concatenate([self.values, new])
-        keys = np.concatenate([self.keys, rng.random(new.size)])
-        if vals.size > cap:
-            keep = np.argpartition(keys, cap - 1)[:cap]
-            vals, keys = vals[keep], keys[keep]
-        self.values, self.keys = vals, keys
+        if self.p < 1.0:
+            new = new[rng.random(new.size) < self.p]
+        self.chunks.append(new)
+        self.kept += int(new.size)
+        while self.kept > cap:
+            v = self.values
+            v = v[rng.random(v.size) < 0.5]
+            self.chunks, self.kept, self.p = [v], int(v.size), self.p / 2
 
 
 @dataclass
@@ -387,23 +400,24 @@ def _pool_itl(
     for part in iter_request_parts(run_dir, cols, phases):
         if part.num_rows == 0:
             continue
-        part = part.filter(pc.equal(part.column("status").cast(pa.string()), "ok"))
+        ok = pc.equal(part.column("status").cast(pa.string()), "ok").fill_null(False)
+        ok = ok.to_numpy(zero_copy_only=False)
         lists = part.column("itl_s").combine_chunks()
-        if part.num_rows == 0 or lists.null_count == len(lists):
+        if not ok.any() or lists.null_count == len(lists):
             continue
-        flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False)
-        if flat.size == 0:
-            continue
-        parent = pc.list_parent_indices(lists).to_numpy()
         a_codes = _lookup_codes(part.column("arm"), arm_lookup, "(unknown)")
         s_codes = _lookup_codes(part.column("slice"), slice_lookup, NO_SLICE)
-        row_arm, row_slice = a_codes[parent], s_codes[parent]
-        for a in np.unique(row_arm):
-            in_arm = row_arm == a
-            out.setdefault((int(a), None), PooledSample()).add(flat[in_arm], rng, cap)
-            for s in np.unique(row_slice[in_arm]):
-                sel = in_arm & (row_slice == s)
-                out.setdefault((int(a), int(s)), PooledSample()).add(flat[sel], rng, cap)
+        for a in range(len(arm_lookup)):
+            in_arm = ok & (a_codes == a)
+            if not in_arm.any():
+                continue
+            for s in range(len(slice_lookup)):
+                sel = in_arm & (s_codes == s)
+                if not sel.any():
+                    continue
+                flat = pc.list_flatten(lists.filter(pa.array(sel))).to_numpy(zero_copy_only=False)
+                out.setdefault((a, s), PooledSample()).add(flat, rng, cap)
+                out.setdefault((a, None), PooledSample()).add(flat, rng, cap)
     return out
 
 
@@ -417,29 +431,36 @@ def _read_metrics_safe(run_dir: Path, notes: list[str]) -> pa.Table | None:
 def _sample_texts(
     run_dir: Path, phases: tuple[str, ...], arms: list[str]
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
-    """A few outputs and error messages per arm (first ones found; bounded scan)."""
+    """A few outputs and error messages per arm (the first ones found; bounded scan)."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = {
         a: {"outputs": [], "errors": []} for a in arms
     }
     cols = ("arm", "status", "request_id", "error_type", "error_message", "output_text")
     scanned = 0
     for part in iter_request_parts(run_dir, cols, phases):
-        for row in part.slice(0, 50_000).to_pylist():
-            arm = row["arm"] or "(unknown)"
-            bucket = out.setdefault(arm, {"outputs": [], "errors": []})
-            if row["status"] == "ok":
-                if row["output_text"] is not None and len(bucket["outputs"]) < SAMPLE_OUTPUTS:
+        arm_col = pc.fill_null(part.column("arm").cast(pa.string()), "(unknown)")
+        ok = pc.equal(part.column("status").cast(pa.string()), "ok").fill_null(False)
+        has_text = pc.is_valid(part.column("output_text"))
+        for arm, bucket in out.items():
+            in_arm = pc.equal(arm_col, arm)
+            need_out = SAMPLE_OUTPUTS - len(bucket["outputs"])
+            if need_out > 0:
+                rows = part.filter(pc.and_(pc.and_(in_arm, ok), has_text)).slice(0, need_out)
+                for r in rows.to_pylist():
                     bucket["outputs"].append(
-                        {"request_id": row["request_id"], "text": row["output_text"][:2000]}
+                        {"request_id": r["request_id"], "text": r["output_text"][:2000]}
                     )
-            elif len(bucket["errors"]) < SAMPLE_ERRORS:
-                bucket["errors"].append(
-                    {
-                        "request_id": row["request_id"],
-                        "error_type": row["error_type"],
-                        "message": (row["error_message"] or "")[:2000],
-                    }
-                )
+            need_err = SAMPLE_ERRORS - len(bucket["errors"])
+            if need_err > 0:
+                rows = part.filter(pc.and_(in_arm, pc.invert(ok))).slice(0, need_err)
+                for r in rows.to_pylist():
+                    bucket["errors"].append(
+                        {
+                            "request_id": r["request_id"],
+                            "error_type": r["error_type"],
+                            "message": (r["error_message"] or "")[:2000],
+                        }
+                    )
         scanned += part.num_rows
         full = all(
             len(b["outputs"]) >= SAMPLE_OUTPUTS and len(b["errors"]) >= SAMPLE_ERRORS

@@ -155,6 +155,12 @@ class ExperimentRun:
 
     def prepare(self) -> RunSpec:
         cfg = self.cfg
+        load = cfg.load
+        if load.duration_s is not None and load.warmup_s + load.cooldown_s >= load.duration_s:
+            raise ConfigError(
+                f"load.warmup_s ({load.warmup_s}) + load.cooldown_s ({load.cooldown_s}) must be "
+                f"shorter than load.duration_s ({load.duration_s}): nothing would be analysed"
+            )
         self.arms = resolve_arms(cfg, self.root / "configs")
         check_api_keys(self.arms)
         experiment = str(cfg.experiment.name)

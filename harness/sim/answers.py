@@ -104,7 +104,9 @@ def _read_items(path: Path) -> list[EvalItem]:
             try:
                 d = orjson.loads(line)
                 items.append(
-                    EvalItem(str(d["id"]), str(d.get("category", "")), d["prompt"], str(d["answer"]))
+                    EvalItem(
+                        str(d["id"]), str(d.get("category", "")), d["prompt"], str(d["answer"])
+                    )
                 )
             except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
                 log.warning("%s:%d: skipped eval item (%s)", path, lineno, exc)

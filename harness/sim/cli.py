@@ -26,16 +26,24 @@ def build_parser() -> argparse.ArgumentParser:
         prog="harness sim",
         description="OpenAI-compatible LLM simulator (vLLM engine model or hosted-API model).",
     )
-    ap.add_argument("--profile", choices=PROFILES, default=None,
-                    help="engine model (default: the config file's, else vllm)")  # fmt: skip
+    ap.add_argument(
+        "--profile",
+        choices=PROFILES,
+        default=None,
+        help="engine model (default: the config file's, else vllm)",
+    )
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8000, help="0 binds an ephemeral port")
     ap.add_argument("--config", default=None, help="YAML: profile, seed, params, scenario")
     ap.add_argument("--seed", type=int, default=None, help="content and latency seed (default 0)")
-    ap.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a parameter (repeatable), e.g. --param itl_ms=5")  # fmt: skip
-    ap.add_argument("--log-level", default="WARNING",
-                    choices=["DEBUG", "INFO", "WARNING", "ERROR"])  # fmt: skip
+    ap.add_argument(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter (repeatable), e.g. --param itl_ms=5",
+    )
+    ap.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     ap.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     return ap
 
@@ -70,8 +78,11 @@ async def _serve(settings, host: str, port: int, watch_parent: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the simulator until SIGTERM/SIGINT; 2 on a configuration error."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")  # fmt: skip
+    logging.basicConfig(
+        level=args.log_level,
+        stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         overrides = dict(parse_param_arg(a) for a in args.param)
         settings = load_settings(args.profile, args.config, overrides, args.seed)
@@ -87,7 +98,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         runner(_serve(settings, args.host, args.port, args.exit_with_parent))
     except OSError as exc:
-        print(f"harness sim: error: cannot listen on {args.host}:{args.port}: {exc}",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"harness sim: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
         return 1
     return 0

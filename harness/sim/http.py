@@ -24,11 +24,19 @@ MAX_BODY = 64 * 1024 * 1024
 MAX_BUFFER = 16 * 1024 * 1024
 
 REASONS = {
-    200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-    408: "Request Timeout", 413: "Payload Too Large", 422: "Unprocessable Entity",
-    429: "Too Many Requests", 500: "Internal Server Error", 502: "Bad Gateway",
-    503: "Service Unavailable", 504: "Gateway Timeout",
-}  # fmt: skip
+    200: "OK",
+    400: "Bad Request",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    408: "Request Timeout",
+    413: "Payload Too Large",
+    422: "Unprocessable Entity",
+    429: "Too Many Requests",
+    500: "Internal Server Error",
+    502: "Bad Gateway",
+    503: "Service Unavailable",
+    504: "Gateway Timeout",
+}
 
 
 class Request:
@@ -36,8 +44,15 @@ class Request:
 
     __slots__ = ("method", "path", "query", "headers", "body", "keep_alive", "t_received")
 
-    def __init__(self, method: str, url: bytes, headers: dict[str, str], body: bytes,
-                 keep_alive: bool, t_received: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        method: str,
+        url: bytes,
+        headers: dict[str, str],
+        body: bytes,
+        keep_alive: bool,
+        t_received: float,
+    ) -> None:
         path, _, query = url.partition(b"?")
         self.method = method
         self.path = path.decode("latin-1")
@@ -61,9 +76,23 @@ class Connection(asyncio.Protocol):
     answers with :meth:`send` or :meth:`start_stream` / :meth:`write` / :meth:`end_stream`."""
 
     __slots__ = (
-        "handler", "loop", "transport", "parser", "_url", "_headers", "_body", "_pending",
-        "busy", "keep_alive", "paused", "closed", "on_resume", "owner", "_registry",
-    )  # fmt: skip
+        "handler",
+        "loop",
+        "transport",
+        "parser",
+        "_url",
+        "_headers",
+        "_body",
+        "_size",
+        "_pending",
+        "busy",
+        "keep_alive",
+        "paused",
+        "closed",
+        "on_resume",
+        "owner",
+        "_registry",
+    )
 
     def __init__(self, handler: Handler, registry: set[Connection]) -> None:
         self.handler = handler
@@ -73,6 +102,7 @@ class Connection(asyncio.Protocol):
         self._url = b""
         self._headers: dict[str, str] = {}
         self._body: list[bytes] = []
+        self._size = 0
         self._pending: deque[Request] = deque()
         self.busy = False
         self.keep_alive = True
@@ -111,14 +141,16 @@ class Connection(asyncio.Protocol):
             self._send_raw(400, b'{"error":{"message":"upgrade not supported"}}', close=True)
         except httptools.HttpParserError as exc:
             msg = f"Invalid HTTP request: {exc}".encode()
-            self._send_raw(400, b'{"error":{"message":"' + msg.replace(b'"', b"'") + b'"}}',
-                           close=True)  # fmt: skip
+            self._send_raw(
+                400, b'{"error":{"message":"' + msg.replace(b'"', b"'") + b'"}}', close=True
+            )
 
     # -- httptools callbacks ------------------------------------------------------------
     def on_message_begin(self) -> None:
         self._url = b""
         self._headers = {}
         self._body = []
+        self._size = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -128,8 +160,19 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._body.append(body)
+        self._size += len(body)
+        if self._size > MAX_BODY and not self.closed:
+            self._send_raw(
+                413,
+                b'{"error":{"message":"request body too large","type":'
+                b'"invalid_request_error","param":null,"code":null}}',
+                close=True,
+            )
+            self._body = []
 
     def on_message_complete(self) -> None:
+        if self.closed:  # e.g. after a 413: the rest of the input is ignored
+            return
         req = Request(
             self.parser.get_method().decode("latin-1"),
             self._url,
@@ -154,8 +197,11 @@ class Connection(asyncio.Protocol):
             if self.owner is not None:  # mid-stream: nothing sane left to send
                 self.abort()
             elif self.busy and not self.closed:
-                self.send(500, b'{"error":{"message":"internal error","type":"server_error",'
-                          b'"param":null,"code":null}}')  # fmt: skip
+                self.send(
+                    500,
+                    b'{"error":{"message":"internal error","type":"server_error",'
+                    b'"param":null,"code":null}}',
+                )
 
     def _done(self) -> None:
         self.busy = False
@@ -177,13 +223,20 @@ class Connection(asyncio.Protocol):
         lines.append(extra)
         return "".join(lines).encode("latin-1")
 
-    def send(self, status: int, body: bytes, headers: list[tuple[str, str]] | None = None,
-             content_type: str = "application/json") -> None:  # fmt: skip
+    def send(
+        self,
+        status: int,
+        body: bytes,
+        headers: list[tuple[str, str]] | None = None,
+        content_type: str = "application/json",
+    ) -> None:
         """Write a complete response and finish the request."""
         if self.closed:
             return
         hdrs = [("content-type", content_type), *(headers or [])]
-        self.transport.write(self._head(status, hdrs, f"content-length: {len(body)}\r\n\r\n") + body)
+        self.transport.write(
+            self._head(status, hdrs, f"content-length: {len(body)}\r\n\r\n") + body
+        )
         self._done()
 
     def _send_raw(self, status: int, body: bytes, close: bool) -> None:
@@ -192,9 +245,13 @@ class Connection(asyncio.Protocol):
         self.keep_alive = not close
         self.send(status, body)
 
-    def start_stream(self, owner: StreamOwner, headers: list[tuple[str, str]],
-                     content_type: str = "text/event-stream; charset=utf-8",
-                     first: bytes = b"") -> None:  # fmt: skip
+    def start_stream(
+        self,
+        owner: StreamOwner,
+        headers: list[tuple[str, str]],
+        content_type: str = "text/event-stream; charset=utf-8",
+        first: bytes = b"",
+    ) -> None:
         """Write the head of a chunked response (and ``first``, pre-framed, if given)."""
         self.owner = owner
         hdrs = [("content-type", content_type), ("cache-control", "no-cache"), *headers]

@@ -135,8 +135,16 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     if tp is bool:
         if isinstance(value, bool):
             return value
-        if isinstance(value, str) and value.lower() in ("true", "1", "yes", "on", "false", "0",
-                                                         "no", "off"):
+        if isinstance(value, str) and value.lower() in (
+            "true",
+            "1",
+            "yes",
+            "on",
+            "false",
+            "0",
+            "no",
+            "off",
+        ):
             return value.lower() in ("true", "1", "yes", "on")
         raise ParamError(f"parameter {name!r}: expected true/false, got {value!r}")
     if tp is int:
@@ -164,8 +172,13 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
 
 
 _RATES = ("accuracy", "error_rate", "rate_limited_rate", "stall_rate", "truncate_rate")
-_POSITIVE_INTS = ("max_model_len", "max_num_seqs", "max_num_batched_tokens", "block_size",
-                  "kv_cache_tokens")
+_POSITIVE_INTS = (
+    "max_model_len",
+    "max_num_seqs",
+    "max_num_batched_tokens",
+    "block_size",
+    "kv_cache_tokens",
+)
 
 
 def _check(params: CommonParams) -> None:

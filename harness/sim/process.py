@@ -63,9 +63,22 @@ class SimProcess:
 
     def command(self) -> list[str]:
         """The command line that starts the simulator."""
-        cmd = [sys.executable, "-m", "harness.sim", "--profile", self.profile, "--host",
-               self.host, "--port", str(self.port), "--seed", str(self.seed),
-               "--log-level", self.log_level, "--exit-with-parent"]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "harness.sim",
+            "--profile",
+            self.profile,
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            "--seed",
+            str(self.seed),
+            "--log-level",
+            self.log_level,
+            "--exit-with-parent",
+        ]
         if self.config_file:
             cmd += ["--config", str(self.config_file)]
         for k, v in self.params.items():
@@ -84,9 +97,12 @@ class SimProcess:
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         self.proc = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=self._log, stdin=subprocess.DEVNULL,
+            self.command(),
+            stdout=subprocess.PIPE,
+            stderr=self._log,
+            stdin=subprocess.DEVNULL,
             env=env,
-        )  # fmt: skip
+        )
         deadline = time.monotonic() + self.startup_timeout_s
         try:
             line = self._read_line(deadline)
@@ -141,8 +157,9 @@ class SimProcess:
         except (OSError, ValueError):
             return ""
 
-    def request(self, method: str, path: str, body: Any = None,
-                timeout: float = 10) -> tuple[int, bytes]:  # fmt: skip
+    def request(
+        self, method: str, path: str, body: Any = None, timeout: float = 10
+    ) -> tuple[int, bytes]:
         """One HTTP request to the simulator: (status, body)."""
         host, port = self.url.removeprefix("http://").rsplit(":", 1)
         conn = http.client.HTTPConnection(host, int(port), timeout=timeout)

@@ -70,8 +70,15 @@ HEXLEN = tuple(b"%x\r\n" % n for n in range(4096))
 class ApiError(Exception):
     """An error answered in OpenAI's format."""
 
-    def __init__(self, status: int, message: str, *, param: str | None = None,
-                 code: str | None = None, headers: list[tuple[str, str]] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        headers: list[tuple[str, str]] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
@@ -80,11 +87,21 @@ class ApiError(Exception):
         self.headers = headers or []
 
 
-_OPENAI_TYPES = {400: "invalid_request_error", 404: "invalid_request_error",
-                 405: "invalid_request_error", 429: "rate_limit_exceeded"}  # fmt: skip
-_VLLM_TYPES = {400: "BadRequestError", 404: "NotFoundError", 405: "MethodNotAllowed",
-               429: "RateLimitError", 500: "InternalServerError", 502: "BadGatewayError",
-               503: "ServiceUnavailableError"}  # fmt: skip
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    404: "invalid_request_error",
+    405: "invalid_request_error",
+    429: "rate_limit_exceeded",
+}
+_VLLM_TYPES = {
+    400: "BadRequestError",
+    404: "NotFoundError",
+    405: "MethodNotAllowed",
+    429: "RateLimitError",
+    500: "InternalServerError",
+    502: "BadGatewayError",
+    503: "ServiceUnavailableError",
+}
 
 
 @dataclass(slots=True)
@@ -147,8 +164,10 @@ class SimServer:
             "/v1/completions": ("POST", lambda r, c: self.completion(r, c, False)),
             "/v1/models": ("GET", self.models),
             "/health": ("GET", lambda r, c: c.send(200, b"", self._hdr(r))),
-            "/version": ("GET", lambda r, c: c.send(200, b'{"version":"0.0.0-harness-sim"}',
-                                                    self._hdr(r))),  # fmt: skip
+            "/version": (
+                "GET",
+                lambda r, c: c.send(200, b'{"version":"0.0.0-harness-sim"}', self._hdr(r)),
+            ),
             "/metrics": ("GET", self.metrics_endpoint),
             "/admin/config": ("GET|POST", self.admin),
         }
@@ -158,9 +177,12 @@ class SimServer:
         """Listen on ``host:port`` (0: ephemeral); returns the bound address."""
         self.loop = loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: Connection(self.handle, self.conns), host, port, backlog=4096,
+            lambda: Connection(self.handle, self.conns),
+            host,
+            port,
+            backlog=4096,
             reuse_address=True,
-        )  # fmt: skip
+        )
         self.t0 = loop.time()
         if self.engine is not None:
             self.driver = EngineDriver(self.engine, loop, self._on_step)
@@ -209,8 +231,11 @@ class SimServer:
             return self.error(conn, self._hdr(req), ApiError(404, f"Not Found: {req.path}"))
         methods, fn = route
         if req.method not in methods.split("|"):
-            return self.error(conn, self._hdr(req),
-                              ApiError(405, f"Method {req.method} not allowed on {req.path}"))  # fmt: skip
+            return self.error(
+                conn,
+                self._hdr(req),
+                ApiError(405, f"Method {req.method} not allowed on {req.path}"),
+            )
         fn(req, conn)
 
     def error(self, conn: Connection, hdrs: list[tuple[str, str]], err: ApiError) -> None:
@@ -221,9 +246,16 @@ class SimServer:
             etype = _OPENAI_TYPES.get(err.status, "invalid_request_error")
         if self.profile == "vllm":
             etype = _VLLM_TYPES.get(err.status, etype)
-        body = {"error": {"message": err.message, "type": etype, "param": err.param,
-                          "code": err.code if err.code is not None else
-                          (err.status if self.profile == "vllm" else None)}}  # fmt: skip
+        body = {
+            "error": {
+                "message": err.message,
+                "type": etype,
+                "param": err.param,
+                "code": err.code
+                if err.code is not None
+                else (err.status if self.profile == "vllm" else None),
+            }
+        }
         self.metrics.http_errors[err.status] = self.metrics.http_errors.get(err.status, 0) + 1
         conn.send(err.status, orjson.dumps(body), hdrs + err.headers)
 
@@ -231,16 +263,30 @@ class SimServer:
         p = self.params
         owner = "vllm" if self.profile == "vllm" else "harness-sim"
         created = int(time.time())
-        data = {"object": "list", "data": [{"id": p.model, "object": "model", "created": created,
-                "owned_by": owner, "root": p.model, "parent": None,
-                "max_model_len": p.max_model_len}]}  # fmt: skip
+        data = {
+            "object": "list",
+            "data": [
+                {
+                    "id": p.model,
+                    "object": "model",
+                    "created": created,
+                    "owned_by": owner,
+                    "root": p.model,
+                    "parent": None,
+                    "max_model_len": p.max_model_len,
+                }
+            ],
+        }
         conn.send(200, orjson.dumps(data), self._hdr(req))
 
     def gauges(self) -> dict[str, float]:
         eng = self.engine
         if eng is None:
-            return {"vllm:num_requests_running": self.active, "vllm:num_requests_waiting": 0,
-                    "vllm:kv_cache_usage_perc": 0.0}  # fmt: skip
+            return {
+                "vllm:num_requests_running": self.active,
+                "vllm:num_requests_waiting": 0,
+                "vllm:kv_cache_usage_perc": 0.0,
+            }
         return {
             "vllm:num_requests_running": len(eng.running),
             "vllm:num_requests_waiting": len(eng.waiting),
@@ -298,20 +344,25 @@ class SimServer:
         if not isinstance(model, str) or not model:
             raise ApiError(400, "you must provide a model parameter", param="model")
         if model != p.model:
-            raise ApiError(404, f"The model `{model}` does not exist.", param="model",
-                           code="model_not_found")  # fmt: skip
+            raise ApiError(
+                404, f"The model `{model}` does not exist.", param="model", code="model_not_found"
+            )
         if chat:
             msgs = body.get("messages")
             if not isinstance(msgs, list) or not msgs:
                 raise ApiError(400, "'messages' must be a non-empty array", param="messages")
             for i, m in enumerate(msgs):
                 if not isinstance(m, dict) or m.get("role") not in ROLES:
-                    raise ApiError(400, f"messages[{i}]: expected an object with a valid 'role'",
-                                   param="messages")  # fmt: skip
+                    raise ApiError(
+                        400,
+                        f"messages[{i}]: expected an object with a valid 'role'",
+                        param="messages",
+                    )
                 c = m.get("content")
                 if c is not None and not isinstance(c, str | list):
-                    raise ApiError(400, f"messages[{i}].content must be a string or an array",
-                                   param="messages")  # fmt: skip
+                    raise ApiError(
+                        400, f"messages[{i}].content must be a string or an array", param="messages"
+                    )
             tokens = chat_prompt_tokens(msgs)
             texts = [message_text(m.get("content")) for m in msgs]
             key = "\x1e".join(f"{m.get('role')}\x1f{t}" for m, t in zip(msgs, texts, strict=True))
@@ -324,14 +375,19 @@ class SimServer:
             if isinstance(prompt, str):
                 tokens = prompt.split()
                 key = match = prompt.strip()
-            elif isinstance(prompt, list) and prompt and all(
-                isinstance(t, int) and not isinstance(t, bool) for t in prompt
+            elif (
+                isinstance(prompt, list)
+                and prompt
+                and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt)
             ):
                 tokens = [str(t) for t in prompt]
                 key, match = " ".join(tokens), ""
             else:
-                raise ApiError(400, "'prompt' must be a string, a list of one string, or a list "
-                               "of token ids", param="prompt")  # fmt: skip
+                raise ApiError(
+                    400,
+                    "'prompt' must be a string, a list of one string, or a list of token ids",
+                    param="prompt",
+                )
         n_prompt = len(tokens)
         n = _int_field(body, "n", 1)
         if n not in (None, 1):
@@ -343,10 +399,14 @@ class SimServer:
         limit = p.max_model_len
         if max_tokens is None:
             if n_prompt >= limit:
-                raise ApiError(400, f"This model's maximum context length is {limit} tokens. "
-                               f"However, you requested {n_prompt} tokens in the {what}. Please "
-                               f"reduce the length of the {what}.", param=what,
-                               code="context_length_exceeded")  # fmt: skip
+                raise ApiError(
+                    400,
+                    f"This model's maximum context length is {limit} tokens. "
+                    f"However, you requested {n_prompt} tokens in the {what}. Please "
+                    f"reduce the length of the {what}.",
+                    param=what,
+                    code="context_length_exceeded",
+                )
             max_tokens = limit - n_prompt
         elif n_prompt + max_tokens > limit:
             raise ApiError(
@@ -360,8 +420,12 @@ class SimServer:
             )
         min_tokens = _int_field(body, "min_tokens", 0) or 0
         if min_tokens > max_tokens:
-            raise ApiError(400, f"min_tokens ({min_tokens}) must be less than or equal to "
-                           f"max_tokens ({max_tokens})", param="min_tokens")  # fmt: skip
+            raise ApiError(
+                400,
+                f"min_tokens ({min_tokens}) must be less than or equal to "
+                f"max_tokens ({max_tokens})",
+                param="min_tokens",
+            )
         ignore_eos = body.get("ignore_eos", False)
         stream = body.get("stream", False)
         for name, v in (("ignore_eos", ignore_eos), ("stream", stream)):
@@ -373,27 +437,49 @@ class SimServer:
             if not isinstance(opts, dict):
                 raise ApiError(400, "'stream_options' must be an object", param="stream_options")
             if not stream:
-                raise ApiError(400, "Stream options can only be defined when `stream=True`.",
-                               param="stream_options")  # fmt: skip
+                raise ApiError(
+                    400,
+                    "Stream options can only be defined when `stream=True`.",
+                    param="stream_options",
+                )
             include_usage = bool(opts.get("include_usage"))
         temperature = body.get("temperature", 1.0)
         if temperature is None:
             temperature = 1.0
-        if isinstance(temperature, bool) or not isinstance(temperature, int | float) or not (
-            0 <= temperature <= 2
+        if (
+            isinstance(temperature, bool)
+            or not isinstance(temperature, int | float)
+            or not (0 <= temperature <= 2)
         ):
-            raise ApiError(400, f"'temperature' must be a number in [0, 2], got {temperature!r}",
-                           param="temperature")  # fmt: skip
+            raise ApiError(
+                400,
+                f"'temperature' must be a number in [0, 2], got {temperature!r}",
+                param="temperature",
+            )
         seed = _int_field(body, "seed")
-        return Parsed(chat, model, n_prompt, tokens, key, match, max_tokens, min_tokens,
-                      bool(ignore_eos), bool(stream), include_usage, seed, float(temperature))  # fmt: skip
+        return Parsed(
+            chat,
+            model,
+            n_prompt,
+            tokens,
+            key,
+            match,
+            max_tokens,
+            min_tokens,
+            bool(ignore_eos),
+            bool(stream),
+            include_usage,
+            seed,
+            float(temperature),
+        )
 
     def plan_output(self, q: Parsed) -> tuple[Output, str]:
         """The response's tokens and finish reason: deterministic for (server seed, request
         seed, prompt); a fresh draw per request only when sampling with no seed."""
         p = self.params
-        salt = q.seed if q.seed is not None else (
-            0 if q.temperature == 0 else f"n{next(self._nonce)}")  # fmt: skip
+        salt = (
+            q.seed if q.seed is not None else (0 if q.temperature == 0 else f"n{next(self._nonce)}")
+        )
         rng = request_rng(self.seed, salt, q.prompt_key)
         fixed = None
         item = self.answers.lookup(q.match_text) if self.answers and q.match_text else None
@@ -418,9 +504,16 @@ class SimServer:
         try:
             body = orjson.loads(req.body)
         except orjson.JSONDecodeError as exc:
-            return self.error(conn, hdrs, ApiError(
-                400, f"We could not parse the JSON body of your request ({exc}). The request "
-                "body must be valid JSON.", code="invalid_json"))  # fmt: skip
+            return self.error(
+                conn,
+                hdrs,
+                ApiError(
+                    400,
+                    f"We could not parse the JSON body of your request ({exc}). The request "
+                    "body must be valid JSON.",
+                    code="invalid_json",
+                ),
+            )
         try:
             q = self.parse(body, chat)
         except ApiError as err:
@@ -437,8 +530,10 @@ class SimServer:
         if faults.rate_limited:
             return self.error(conn, hdrs, self._rate_limit_error("requests", p.retry_after_s, now))
         if faults.error_status is not None:
-            err = ApiError(faults.error_status, "The server had an error while processing your "
-                           "request. (simulated fault)")  # fmt: skip
+            err = ApiError(
+                faults.error_status,
+                "The server had an error while processing your request. (simulated fault)",
+            )
             if isinstance(p, CloudParams) and p.ttft_ms is None:  # fails after the round trip
                 delay = cloud_model.lognormal_ms(self.rng, p.rtt_ms, p.rtt_sigma)
                 self.loop.call_later(delay, self.error, conn, hdrs, err)
@@ -454,19 +549,27 @@ class SimServer:
 
     def _rate_limit_error(self, kind: str, wait: float, now: float) -> ApiError:
         wait = max(wait, 0.001) if math.isfinite(wait) else 60.0
-        headers = [("retry-after", str(max(1, math.ceil(wait)))),
-                   ("retry-after-ms", str(max(1, round(wait * 1000))))]  # fmt: skip
+        headers = [
+            ("retry-after", str(max(1, math.ceil(wait)))),
+            ("retry-after-ms", str(max(1, round(wait * 1000)))),
+        ]
         p = self.params
         rem_r, rem_t = self.limiter.remaining(now)
         if isinstance(p, CloudParams) and p.rpm_limit is not None:
-            headers += [("x-ratelimit-limit-requests", str(int(p.rpm_limit))),
-                        ("x-ratelimit-remaining-requests", str(rem_r))]  # fmt: skip
+            headers += [
+                ("x-ratelimit-limit-requests", str(int(p.rpm_limit))),
+                ("x-ratelimit-remaining-requests", str(rem_r)),
+            ]
         if isinstance(p, CloudParams) and p.tpm_limit is not None:
-            headers += [("x-ratelimit-limit-tokens", str(int(p.tpm_limit))),
-                        ("x-ratelimit-remaining-tokens", str(rem_t))]  # fmt: skip
+            headers += [
+                ("x-ratelimit-limit-tokens", str(int(p.tpm_limit))),
+                ("x-ratelimit-remaining-tokens", str(rem_t)),
+            ]
         unit = "RPM" if kind == "requests" else "TPM"
-        msg = (f"Rate limit reached for {p.model} on {kind} per min ({unit}). Please try again "
-               f"in {wait:.3f}s.")  # fmt: skip
+        msg = (
+            f"Rate limit reached for {p.model} on {kind} per min ({unit}). Please try again "
+            f"in {wait:.3f}s."
+        )
         return ApiError(429, msg, code="rate_limit_exceeded", headers=headers)
 
     # -- cloud stream timers ------------------------------------------------------------
@@ -563,13 +666,42 @@ class Completion:
     """One accepted completion request: writes its stream (or its JSON body) as tokens come."""
 
     __slots__ = (
-        "srv", "conn", "q", "output", "reason", "hdrs", "t0", "rid", "created", "pre", "suf",
-        "seq", "handle", "next_t", "i", "faults", "t_last", "done", "cached", "fast_from",
-        "last", "off", "plen", "tail",
-    )  # fmt: skip
+        "srv",
+        "conn",
+        "q",
+        "output",
+        "reason",
+        "hdrs",
+        "t0",
+        "rid",
+        "created",
+        "pre",
+        "suf",
+        "seq",
+        "handle",
+        "next_t",
+        "i",
+        "faults",
+        "t_last",
+        "done",
+        "cached",
+        "fast_from",
+        "last",
+        "off",
+        "plen",
+        "tail",
+    )
 
-    def __init__(self, srv: SimServer, conn: Connection, q: Parsed, output: Output, reason: str,
-                 hdrs: list[tuple[str, str]], t0: float) -> None:  # fmt: skip
+    def __init__(
+        self,
+        srv: SimServer,
+        conn: Connection,
+        q: Parsed,
+        output: Output,
+        reason: str,
+        hdrs: list[tuple[str, str]],
+        t0: float,
+    ) -> None:
         self.srv = srv
         self.conn = conn
         self.q = q
@@ -589,15 +721,18 @@ class Completion:
         self.cached = 0
         head = orjson.dumps(self.rid).decode(), orjson.dumps(srv.params.model).decode()
         if q.chat:
-            self.pre = (f'data: {{"id":{head[0]},"object":"chat.completion.chunk","created":'
-                        f'{self.created},"model":{head[1]},"choices":[{{"index":0,"delta":'
-                        '{"content":"').encode()  # fmt: skip
+            self.pre = (
+                f'data: {{"id":{head[0]},"object":"chat.completion.chunk","created":'
+                f'{self.created},"model":{head[1]},"choices":[{{"index":0,"delta":'
+                '{"content":"'
+            ).encode()
             self.suf = CHAT_SUF
             self.tail = TAIL_CHAT
         else:
-            self.pre = (f'data: {{"id":{head[0]},"object":"text_completion","created":'
-                        f'{self.created},"model":{head[1]},"choices":[{{"index":0,"text":"'
-                        ).encode()  # fmt: skip
+            self.pre = (
+                f'data: {{"id":{head[0]},"object":"text_completion","created":'
+                f'{self.created},"model":{head[1]},"choices":[{{"index":0,"text":"'
+            ).encode()
             self.suf = CMPL_SUF
             self.tail = TAIL_CMPL
         # Tokens fast_from .. last-1 are vocabulary words written by the hot loops.
@@ -662,8 +797,9 @@ class Completion:
         if self.fast_from <= i < self.last:
             tail = self.tail[WALK[(self.off + i) & WALK_MASK]]
             size = self.plen + len(tail) - 2
-            conn.transport.write((HEXLEN[size] if size < 4096 else b"%x\r\n" % size)
-                                 + self.pre + tail)  # fmt: skip
+            conn.transport.write(
+                (HEXLEN[size] if size < 4096 else b"%x\r\n" % size) + self.pre + tail
+            )
             m.itl.observe(now - self.t_last)
             self.t_last = now
         else:
@@ -671,8 +807,9 @@ class Completion:
         self.i = i = i + 1
         if i < self.output.n:
             p = srv.params
-            self.next_t += (p.itl_ms / 1000.0 if p.itl_jitter <= 0
-                            else cloud_model.draw_itl(srv.rng, p))  # fmt: skip
+            self.next_t += (
+                p.itl_ms / 1000.0 if p.itl_jitter <= 0 else cloud_model.draw_itl(srv.rng, p)
+            )
             if f.stall_at == i:
                 self.next_t += p.stall_s
             srv.at(self.next_t, self)
@@ -696,8 +833,11 @@ class Completion:
         srv.metrics.ttft.observe(t_first - self.t0)
         if f.truncate_at is not None:  # half a body, then the connection closes
             body = self._body()
-            head = self.conn._head(200, [("content-type", "application/json"), *self.hdrs],
-                                   f"content-length: {len(body)}\r\n\r\n")  # fmt: skip
+            head = self.conn._head(
+                200,
+                [("content-type", "application/json"), *self.hdrs],
+                f"content-length: {len(body)}\r\n\r\n",
+            )
             self.conn.transport.write(head + body[: len(body) // 2])
             self._truncate()
             return
@@ -719,8 +859,11 @@ class Completion:
             first = self._role_chunk() if i == 0 and self.q.chat else b""
             piece = self.output.piece(i)
             if not last:
-                self.conn.write(first + b"%x\r\n%b%b%b\r\n" % (
-                    len(self.pre) + len(piece) + len(self.suf), self.pre, piece, self.suf))  # fmt: skip
+                self.conn.write(
+                    first
+                    + b"%x\r\n%b%b%b\r\n"
+                    % (len(self.pre) + len(piece) + len(self.suf), self.pre, piece, self.suf)
+                )
             else:
                 self.done = True
                 self.conn.end_stream(first + self._final_chunks(piece))
@@ -738,9 +881,12 @@ class Completion:
         q = self.q
         cached = (self.seq.cached_tokens or 0) if self.seq is not None else 0
         n = self.output.n
-        return {"prompt_tokens": q.prompt_tokens, "completion_tokens": n,
-                "total_tokens": q.prompt_tokens + n,
-                "prompt_tokens_details": {"cached_tokens": cached}}  # fmt: skip
+        return {
+            "prompt_tokens": q.prompt_tokens,
+            "completion_tokens": n,
+            "total_tokens": q.prompt_tokens + n,
+            "prompt_tokens_details": {"cached_tokens": cached},
+        }
 
     def _final_chunks(self, piece: bytes) -> bytes:
         reason = self.reason.encode()
@@ -749,30 +895,48 @@ class Completion:
             out = frame(self.pre + piece + suf)
         else:  # OpenAI: the last token, then an empty delta with the finish_reason
             out = frame(self.pre + piece + self.suf)
-            empty = self.pre + self.suf.replace(b'"finish_reason":null',
-                                                b'"finish_reason":"%b"' % reason, 1)  # fmt: skip
+            empty = self.pre + self.suf.replace(
+                b'"finish_reason":null', b'"finish_reason":"%b"' % reason, 1
+            )
             if self.q.chat:
                 empty = empty.replace(b'"delta":{"content":""}', b'"delta":{}', 1)
             out += frame(empty)
         if self.q.include_usage:
             obj = "chat.completion.chunk" if self.q.chat else "text_completion"
-            usage = {"id": self.rid, "object": obj, "created": self.created,
-                     "model": self.srv.params.model, "choices": [], "usage": self._usage()}  # fmt: skip
+            usage = {
+                "id": self.rid,
+                "object": obj,
+                "created": self.created,
+                "model": self.srv.params.model,
+                "choices": [],
+                "usage": self._usage(),
+            }
             out += frame(b"data: " + orjson.dumps(usage) + b"\n\n")
         return out + frame(DONE)
 
     def _body(self) -> bytes:
         text = self.output.text()
         if self.q.chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                      "logprobs": None, "finish_reason": self.reason}  # fmt: skip
+            choice = {
+                "index": 0,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": None,
+                "finish_reason": self.reason,
+            }
             obj = "chat.completion"
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": self.reason}
             obj = "text_completion"
-        return orjson.dumps({"id": self.rid, "object": obj, "created": self.created,
-                             "model": self.srv.params.model, "choices": [choice],
-                             "usage": self._usage()})  # fmt: skip
+        return orjson.dumps(
+            {
+                "id": self.rid,
+                "object": obj,
+                "created": self.created,
+                "model": self.srv.params.model,
+                "choices": [choice],
+                "usage": self._usage(),
+            }
+        )
 
     def _finish(self, now: float) -> None:
         self.done = True

@@ -78,8 +78,9 @@ def _scenario(profile: str, raw: Any, where: str) -> list[ScenarioStep]:
         try:
             at_s = float(entry["at_s"])
         except (TypeError, ValueError):
-            raise ParamError(f"{where}: scenario[{i}].at_s must be seconds, got "
-                             f"{entry['at_s']!r}") from None  # fmt: skip
+            raise ParamError(
+                f"{where}: scenario[{i}].at_s must be seconds, got {entry['at_s']!r}"
+            ) from None
         if at_s < 0:
             raise ParamError(f"{where}: scenario[{i}].at_s must be >= 0")
         try:
@@ -113,11 +114,14 @@ def load_settings(
             raise ParamError(f"{where}: expected a mapping with profile/seed/params/scenario")
         extra = set(data) - {"profile", "seed", "params", "scenario"}
         if extra:
-            raise ParamError(f"{where}: unknown keys {sorted(extra)}; expected profile, seed, "
-                             "params, scenario")  # fmt: skip
+            raise ParamError(
+                f"{where}: unknown keys {sorted(extra)}; expected profile, seed, params, scenario"
+            )
     prof = profile or data.get("profile") or "vllm"
     if prof not in PROFILES:
-        raise ParamError(f"{where}: unknown profile {prof!r}; expected one of {', '.join(PROFILES)}")
+        raise ParamError(
+            f"{where}: unknown profile {prof!r}; expected one of {', '.join(PROFILES)}"
+        )
     params = default_params(prof)
     try:
         apply_params(params, data.get("params") or {})

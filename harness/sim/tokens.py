@@ -26,7 +26,7 @@ CHAT_REPLY_PRIMING = 3
 
 VOCAB: tuple[str, ...] = tuple(
     dict.fromkeys(
-    """the of and to in is that for it as was with be by on not he this are or his from at
+        """the of and to in is that for it as was with be by on not he this are or his from at
     which but have an had they you were their one all we can her has there been if more when
     will would who so no time people year way day man thing world life hand part child eye
     woman place work week case point number group problem fact about after also any back

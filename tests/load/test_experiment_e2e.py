@@ -214,3 +214,25 @@ def test_sigkill_loses_at_most_one_flush_interval(reports):
     # and rows are dense up to there: ~2 arms x 10/s from the first to the last row on disk
     span = t_end.max() - t_end.min()
     assert table.num_rows >= 0.9 * 2 * 10 * span
+
+
+def test_multirun_sweep_writes_sweep_report(reports):
+    res = run_harness(
+        [
+            "experiment",
+            "-m",
+            "load.rate=2,6",
+            "load.duration_s=3",
+            "load.warmup_s=0",
+            f"record.reports_dir={reports}",
+        ],
+        timeout=300,
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    runs = sorted(p.parent for p in reports.glob("smoke/*/manifest.json"))
+    assert len(runs) == 2
+    rates = sorted(manifest(r)["sweep"]["value"] for r in runs)
+    assert rates == [2.0, 6.0]
+    sweeps = list(reports.glob("smoke/sweep-*/summary.json"))
+    assert len(sweeps) == 1
+    assert (sweeps[0].parent / "report.html").is_file()

@@ -55,3 +55,12 @@ def test_preflight_names_arm_and_url(reports):
     runs = list(reports.glob("*/*/manifest.json"))
     assert len(runs) == 1 and manifest(runs[0].parent)["status"] == "failed"
     assert not list(reports.glob("*/*/requests/*.parquet"))
+
+
+def test_warmup_longer_than_run_is_rejected(reports):
+    res = run_harness(
+        ["experiment", f"record.reports_dir={reports}", "load.duration_s=3", "load.warmup_s=5"],
+        timeout=60,
+    )
+    assert res.returncode == 2
+    assert "load.warmup_s" in res.stderr and "load.duration_s" in res.stderr

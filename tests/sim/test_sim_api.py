@@ -19,8 +19,9 @@ CLOUD = "sim-cloud-mini"
 USER = [{"role": "user", "content": "tell me a story about a dog and a cat"}]
 
 
-def raw(sim: SimProcess, method: str, path: str, body: bytes | None = None,
-        headers: dict | None = None) -> tuple[int, dict, bytes]:  # fmt: skip
+def raw(
+    sim: SimProcess, method: str, path: str, body: bytes | None = None, headers: dict | None = None
+) -> tuple[int, dict, bytes]:
     host, port = sim.url.removeprefix("http://").rsplit(":", 1)
     c = http.client.HTTPConnection(host, int(port), timeout=10)
     try:
@@ -35,9 +36,16 @@ def raw(sim: SimProcess, method: str, path: str, body: bytes | None = None,
 @pytest.mark.parametrize("profile", ["vllm", "cloud"])
 def test_chat_stream_with_usage(profile, vllm_sim, cloud_sim, sdk):
     sim, model = (vllm_sim, VLLM) if profile == "vllm" else (cloud_sim, CLOUD)
-    chunks = list(sdk(sim).chat.completions.create(
-        model=model, messages=USER, max_tokens=30, stream=True,
-        stream_options={"include_usage": True}, extra_body={"ignore_eos": True}))  # fmt: skip
+    chunks = list(
+        sdk(sim).chat.completions.create(
+            model=model,
+            messages=USER,
+            max_tokens=30,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    )
     assert chunks[0].choices[0].delta.role == "assistant"
     content = [c for c in chunks if c.choices and c.choices[0].delta.content]
     assert len(content) == 30  # one token per content chunk
@@ -55,14 +63,22 @@ def test_chat_stream_with_usage(profile, vllm_sim, cloud_sim, sdk):
 
 def test_completions_stream_and_non_stream(vllm_sim, sdk):
     client = sdk(vllm_sim)
-    chunks = list(client.completions.create(model=VLLM, prompt="one two three", max_tokens=12,
-                                            stream=True, stream_options={"include_usage": True},
-                                            extra_body={"ignore_eos": True}))  # fmt: skip
+    chunks = list(
+        client.completions.create(
+            model=VLLM,
+            prompt="one two three",
+            max_tokens=12,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+    )
     texts = [c.choices[0].text for c in chunks if c.choices]
     assert len(texts) == 12 and all(texts)
     assert chunks[-1].usage.prompt_tokens == 3 and chunks[-1].usage.completion_tokens == 12
-    r = client.completions.create(model=VLLM, prompt="one two three", max_tokens=12,
-                                  extra_body={"ignore_eos": True})  # fmt: skip
+    r = client.completions.create(
+        model=VLLM, prompt="one two three", max_tokens=12, extra_body={"ignore_eos": True}
+    )
     assert r.object == "text_completion" and r.choices[0].finish_reason == "length"
     assert r.usage.completion_tokens == 12 and len(r.choices[0].text.split()) == 12
 
@@ -82,16 +98,21 @@ def test_non_stream_chat_and_natural_eos(vllm_sim, cloud_sim, sdk):
 
 def test_min_tokens_and_max_completion_tokens(cloud_sim, sdk):
     client = sdk(cloud_sim)
-    r = client.chat.completions.create(model=CLOUD, messages=USER, max_completion_tokens=40,
-                                       extra_body={"min_tokens": 40})  # fmt: skip
+    r = client.chat.completions.create(
+        model=CLOUD, messages=USER, max_completion_tokens=40, extra_body={"min_tokens": 40}
+    )
     assert r.usage.completion_tokens == 40 and r.choices[0].finish_reason == "length"
 
 
 def test_same_seed_same_text(vllm_sim, cloud_sim, sdk):
     def text(sim, model, seed, prompt="a b c"):
-        r = sdk(sim).chat.completions.create(model=model, seed=seed, temperature=1.0,
-                                             messages=[{"role": "user", "content": prompt}],
-                                             max_tokens=8)  # fmt: skip
+        r = sdk(sim).chat.completions.create(
+            model=model,
+            seed=seed,
+            temperature=1.0,
+            messages=[{"role": "user", "content": prompt}],
+            max_tokens=8,
+        )
         return r.choices[0].message.content
 
     assert text(vllm_sim, VLLM, 7) == text(vllm_sim, VLLM, 7)
@@ -113,7 +134,8 @@ def test_context_length_is_bad_request(vllm_sim, sdk):
     prompt = "word " * 8000  # 8000 + 6 prompt tokens + 500 > 8192
     with pytest.raises(openai.BadRequestError) as ei:
         sdk(vllm_sim).chat.completions.create(
-            model=VLLM, messages=[{"role": "user", "content": prompt}], max_tokens=500)
+            model=VLLM, messages=[{"role": "user", "content": prompt}], max_tokens=500
+        )
     assert "This model's maximum context length is 8192 tokens" in ei.value.message
     assert "8506 tokens" in ei.value.message
     assert ei.value.body["code"] == "context_length_exceeded"
@@ -126,16 +148,23 @@ def test_context_length_is_bad_request(vllm_sim, sdk):
         (b"[1, 2]", "JSON object"),
         (b'{"model": "sim-llama-3.1-8b-instruct"}', "messages"),
         (b'{"model": "sim-llama-3.1-8b-instruct", "messages": [{"role": "x"}]}', "role"),
-        (b'{"model": "sim-llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "a"}],'
-         b' "max_tokens": -1}', "max_tokens"),
-        (b'{"model": "sim-llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "a"}],'
-         b' "stream_options": {"include_usage": true}}', "stream=True"),
+        (
+            b'{"model": "sim-llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "a"}],'
+            b' "max_tokens": -1}',
+            "max_tokens",
+        ),
+        (
+            b'{"model": "sim-llama-3.1-8b-instruct", "messages": [{"role": "user", "content": "a"}],'
+            b' "stream_options": {"include_usage": true}}',
+            "stream=True",
+        ),
         (b'{"messages": [{"role": "user", "content": "a"}]}', "model"),
     ],
 )
 def test_bad_requests_get_openai_errors(vllm_sim, body, needle):
-    status, headers, data = raw(vllm_sim, "POST", "/v1/chat/completions", body,
-                                {"content-type": "application/json"})  # fmt: skip
+    status, headers, data = raw(
+        vllm_sim, "POST", "/v1/chat/completions", body, {"content-type": "application/json"}
+    )
     assert status == 400
     err = json.loads(data)["error"]
     assert set(err) == {"message", "type", "param", "code"}
@@ -152,13 +181,15 @@ def test_unknown_path_and_method(vllm_sim):
 
 def test_request_id_is_echoed(vllm_sim, sdk):
     raw_resp = sdk(vllm_sim).chat.completions.with_raw_response.create(
-        model=VLLM, messages=USER, max_tokens=2, extra_headers={"x-request-id": "abc-123"})
+        model=VLLM, messages=USER, max_tokens=2, extra_headers={"x-request-id": "abc-123"}
+    )
     assert raw_resp.headers["x-request-id"] == "abc-123"
 
 
 def test_rate_limit_429_with_retry_after(sdk):
-    with SimProcess("cloud", params={"ttft_ms": 1, "itl_ms": 1, "itl_jitter": 0,
-                                     "rpm_limit": 2}) as sim:  # fmt: skip
+    with SimProcess(
+        "cloud", params={"ttft_ms": 1, "itl_ms": 1, "itl_jitter": 0, "rpm_limit": 2}
+    ) as sim:
         client = sdk(sim)
         for _ in range(2):
             client.chat.completions.create(model=CLOUD, messages=USER, max_tokens=2)
@@ -192,16 +223,18 @@ def test_server_errors_are_typed(sdk):
 
 
 def test_stall_times_out_and_truncation_breaks_stream(sdk):
-    with SimProcess("cloud", params={"ttft_ms": 5, "itl_ms": 1, "itl_jitter": 0,
-                                     "stall_rate": 1.0, "stall_s": 30}) as sim:  # fmt: skip
+    with SimProcess(
+        "cloud",
+        params={"ttft_ms": 5, "itl_ms": 1, "itl_jitter": 0, "stall_rate": 1.0, "stall_s": 30},
+    ) as sim:
         with pytest.raises(openai.APITimeoutError):
-            sdk(sim, timeout=0.3).chat.completions.create(model=CLOUD, messages=USER,
-                                                          max_tokens=5)  # fmt: skip
+            sdk(sim, timeout=0.3).chat.completions.create(model=CLOUD, messages=USER, max_tokens=5)
         sim.set_params(stall_rate=0.0, truncate_rate=1.0)
         got = []
         with pytest.raises(openai.APIConnectionError):
-            for c in sdk(sim).chat.completions.create(model=CLOUD, messages=USER, max_tokens=20,
-                                                      stream=True):  # fmt: skip
+            for c in sdk(sim).chat.completions.create(
+                model=CLOUD, messages=USER, max_tokens=20, stream=True
+            ):
                 got.append(c)
         assert len(got) < 20
 
@@ -213,8 +246,9 @@ def test_keep_alive_reuses_the_connection(vllm_sim):
     body = json.dumps({"model": VLLM, "messages": USER, "max_tokens": 3, "stream": True})
     socks = set()
     for _ in range(3):
-        c.request("POST", "/v1/chat/completions", body=body,
-                  headers={"content-type": "application/json"})  # fmt: skip
+        c.request(
+            "POST", "/v1/chat/completions", body=body, headers={"content-type": "application/json"}
+        )
         r = c.getresponse()
         data = r.read()
         assert r.status == 200 and data.endswith(b"data: [DONE]\n\n")
@@ -232,11 +266,14 @@ def _metric(text: str, name: str) -> float:
 
 def test_disconnect_mid_stream_frees_the_sequence(vllm_sim):
     host, port = vllm_sim.url.removeprefix("http://").rsplit(":", 1)
-    body = json.dumps({"model": VLLM, "messages": USER, "max_tokens": 5000, "stream": True,
-                       "ignore_eos": True}).encode()  # fmt: skip
+    body = json.dumps(
+        {"model": VLLM, "messages": USER, "max_tokens": 5000, "stream": True, "ignore_eos": True}
+    ).encode()
     s = socket.create_connection((host, int(port)))
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
-              b"\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body))  # fmt: skip
+    s.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+        b"\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+    )
     assert s.recv(65536).startswith(b"HTTP/1.1 200")
     time.sleep(0.2)
     text = vllm_sim.metrics_text()
@@ -257,11 +294,16 @@ def test_models_health_metrics(vllm_sim, cloud_sim, sdk):
     assert [m.id for m in sdk(cloud_sim).models.list()] == [CLOUD]
     assert raw(vllm_sim, "GET", "/health")[0] == 200
     text = vllm_sim.metrics_text()
-    for name in ("vllm:num_requests_running", "vllm:num_requests_waiting",
-                 "vllm:kv_cache_usage_perc", "vllm:prompt_tokens_total",
-                 "vllm:generation_tokens_total", "vllm:time_to_first_token_seconds_bucket",
-                 "vllm:inter_token_latency_seconds_bucket",
-                 "vllm:e2e_request_latency_seconds_count"):  # fmt: skip
+    for name in (
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:kv_cache_usage_perc",
+        "vllm:prompt_tokens_total",
+        "vllm:generation_tokens_total",
+        "vllm:time_to_first_token_seconds_bucket",
+        "vllm:inter_token_latency_seconds_bucket",
+        "vllm:e2e_request_latency_seconds_count",
+    ):
         assert f'{name}{{model_name="{VLLM}"' in text, name
     assert _metric(text, "vllm:generation_tokens_total") > 0
     assert "vllm:time_to_first_token_seconds_count" in cloud_sim.metrics_text()
@@ -272,7 +314,8 @@ def test_prefix_cache_reports_cached_tokens(vllm_sim, sdk):
 
     def ask(q):
         return sdk(vllm_sim).chat.completions.create(
-            model=VLLM, messages=[system, {"role": "user", "content": q}], max_tokens=2)
+            model=VLLM, messages=[system, {"role": "user", "content": q}], max_tokens=2
+        )
 
     first = ask("first question here")
     second = ask("a different question")
@@ -284,13 +327,22 @@ def test_prefix_cache_reports_cached_tokens(vllm_sim, sdk):
 # -- timing ----------------------------------------------------------------------------------
 def _stream_times(host: str, port: int, model: str, n_tokens: int) -> tuple[float, list[float]]:
     """TTFT and inter-chunk gaps of one streamed request, read with a bare socket."""
-    body = json.dumps({"model": model, "messages": USER, "max_tokens": n_tokens,
-                       "stream": True, "ignore_eos": True}).encode()  # fmt: skip
+    body = json.dumps(
+        {
+            "model": model,
+            "messages": USER,
+            "max_tokens": n_tokens,
+            "stream": True,
+            "ignore_eos": True,
+        }
+    ).encode()
     s = socket.create_connection((host, port))
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     t0 = time.perf_counter()
-    s.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
-              b"\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body))  # fmt: skip
+    s.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json"
+        b"\r\ncontent-length: %d\r\n\r\n%b" % (len(body), body)
+    )
     times, buf = [], b""
     while b"[DONE]" not in buf:
         data = s.recv(65536)
@@ -329,3 +381,20 @@ def test_process_reports_startup_errors(tmp_path):
     sim.stop()
     sim.stop()  # idempotent
     assert not sim.running
+
+
+def test_engine_clock_does_not_drift():
+    # 10 ms steps exactly: 100 tokens end 990 ms after the first, however late timers fire.
+    params = {
+        "step_base_ms": 10,
+        "decode_per_seq_ms": 0,
+        "prefill_per_token_ms": 0,
+        "attn_per_ctx_token_ms": 0,
+        "step_jitter": 0,
+        "api_overhead_ms": 0,
+    }
+    with SimProcess("vllm", params=params) as sim:
+        host, port = sim.url.removeprefix("http://").rsplit(":", 1)
+        ttft, gaps = _stream_times(host, int(port), VLLM, 100)
+    assert 0.985 <= sum(gaps) <= 1.005
+    assert ttft < 0.02

@@ -67,7 +67,8 @@ def _ask_all(sim: SimProcess, sdk, book: AnswerBook, n: int | None = None) -> fl
     right = 0
     for it in its:
         r = client.chat.completions.create(
-            model=CLOUD, messages=[{"role": "user", "content": it.prompt}], max_tokens=20)
+            model=CLOUD, messages=[{"role": "user", "content": it.prompt}], max_tokens=20
+        )
         assert r.choices[0].finish_reason == "stop"
         right += r.choices[0].message.content == it.answer
     return right / len(its)
@@ -106,8 +107,12 @@ def test_admin_changes_parameters_while_running(sdk):
 
         def e2e(n):
             t = time.perf_counter()
-            client.chat.completions.create(model=CLOUD, max_tokens=n, messages=[
-                {"role": "user", "content": "x"}], extra_body={"ignore_eos": True})  # fmt: skip
+            client.chat.completions.create(
+                model=CLOUD,
+                max_tokens=n,
+                messages=[{"role": "user", "content": "x"}],
+                extra_body={"ignore_eos": True},
+            )
             return time.perf_counter() - t
 
         assert e2e(20) < 0.15

@@ -53,8 +53,10 @@ def test_ttft_rises_with_prompt_length(a, b):
 def test_every_request_finishes_with_its_length(n, prompt, out, seed):
     params = dataclasses.replace(SMALL, kv_cache_tokens=4096, step_jitter=0.05)
     rng = random.Random(seed)
-    arrivals = [Arrival(rng.uniform(0, 1), prompt * rng.randint(1, 20), rng.randint(1, out))
-                for _ in range(n)]  # fmt: skip
+    arrivals = [
+        Arrival(rng.uniform(0, 1), prompt * rng.randint(1, 20), rng.randint(1, out))
+        for _ in range(n)
+    ]
     res = simulate(params, arrivals, seed=seed)
     assert sorted(r.output_len for r in res.results) == sorted(a.output_len for a in arrivals)
     assert all(0 < r.ttft <= r.e2e for r in res.results)
