@@ -78,7 +78,10 @@ def _part(n: int, offset: int, rng: np.random.Generator, rate: float) -> pa.Tabl
     }
     schema = pa.schema(
         [
-            pa.field(name, arr.type if pa.types.is_dictionary(arr.type) else REQUEST_SCHEMA.field(name).type)
+            pa.field(
+                name,
+                arr.type if pa.types.is_dictionary(arr.type) else REQUEST_SCHEMA.field(name).type,
+            )
             for name, arr in cols.items()
         ],
         metadata=REQUEST_SCHEMA.metadata,
@@ -134,7 +137,9 @@ def analyse(run_dir: Path) -> dict:
 
 
 def main() -> None:
-    print(f"analysis benchmark on {os.cpu_count()} CPUs; sizes {', '.join(f'{n:,}' for n in SIZES)}")
+    print(
+        f"analysis benchmark on {os.cpu_count()} CPUs; sizes {', '.join(f'{n:,}' for n in SIZES)}"
+    )
     with tempfile.TemporaryDirectory(prefix="bench-analysis-") as tmp:
         for rows in SIZES:
             run_dir = Path(tmp) / "bench" / f"rows-{rows}"

@@ -14,10 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from harness.analysis import metrics as m
 from harness.analysis.data import RunData
-from harness.analysis.latency import metric_values
-from harness.analysis.stats import DECILES, BootstrapSettings, bootstrap_quantile_diff_ci, finite
+from harness.analysis.latency import sorted_values
+from harness.analysis.stats import (
+    DECILES,
+    BootstrapSettings,
+    bootstrap_quantile_diff_ci,
+    finite,
+    sorted_quantiles,
+)
 
 #: Headline quantiles of a comparison, with their keys.
 HEADLINE = (("p50", 0.5), ("p99", 0.99))
@@ -29,17 +34,18 @@ def compare_samples(
     settings: BootstrapSettings,
 ) -> dict[str, Any]:
     """``{"metrics": {metric: {p50|p99: {baseline, other, diff, ratio, ci, significant}}},
-    "shift": {metric: [{q, baseline, other, diff, ci}]}}`` for the metrics in both dicts."""
+    "shift": {metric: [{q, baseline, other, diff, ci}]}}`` for the metrics in both dicts.
+
+    Inputs are value arrays per metric (any order; NaN ignored)."""
     qs = [q for _, q in HEADLINE] + list(DECILES)
     metrics: dict[str, Any] = {}
     shift: dict[str, Any] = {}
     for key in baseline:
         if key not in other:
             continue
-        a, b = finite(baseline[key]), finite(other[key])
-        diff, lo, hi, method = bootstrap_quantile_diff_ci(a, b, qs, settings)
-        qa = np.quantile(a, qs) if a.size else np.full(len(qs), np.nan)
-        qb = np.quantile(b, qs) if b.size else np.full(len(qs), np.nan)
+        a, b = _sorted(baseline[key]), _sorted(other[key])
+        diff, lo, hi, method = bootstrap_quantile_diff_ci(a, b, qs, settings, presorted=True)
+        qa, qb = sorted_quantiles(a, qs), sorted_quantiles(b, qs)
         entry: dict[str, Any] = {"n_baseline": int(a.size), "n_other": int(b.size)}
         entry["ci_method"] = method
         for i, (name, _) in enumerate(HEADLINE):
@@ -51,6 +57,13 @@ def compare_samples(
             for i, q in enumerate(DECILES)
         ]
     return {"metrics": metrics, "shift": shift}
+
+
+def _sorted(v: np.ndarray) -> np.ndarray:
+    v = np.asarray(v, dtype=np.float64)
+    if v.size > 1 and not (np.all(np.isfinite(v)) and np.all(v[1:] >= v[:-1])):
+        v = np.sort(finite(v))
+    return v[np.isfinite(v)] if v.size == 1 else v
 
 
 def _point(a: float, b: float, d: float, lo: float, hi: float) -> dict[str, Any]:
@@ -67,11 +80,8 @@ def _point(a: float, b: float, d: float, lo: float, hi: float) -> dict[str, Any]
 
 
 def arm_values(data: RunData, arm: str) -> dict[str, np.ndarray]:
-    """Every latency metric's values for one arm (ITL: the pooled sample)."""
-    vals = metric_values(data, data.arm_mask(arm))
-    smp = data.itl.get((data.arms.index(arm), None))
-    vals[m.ITL_KEY] = smp.values if smp is not None else np.empty(0)
-    return vals
+    """Every latency metric's sorted values for one arm (ITL: the pooled sample); cached."""
+    return sorted_values(data, data.arms.index(arm), None)
 
 
 def compare_arms(data: RunData) -> dict[str, Any]:

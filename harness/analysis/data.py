@@ -124,6 +124,7 @@ class RunData:
     metrics: pa.Table | None
     samples: dict[str, dict[str, list[dict[str, Any]]]]
     notes: list[str] = field(default_factory=list)
+    cache: dict[Any, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def n_rows(self) -> int:

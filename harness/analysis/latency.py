@@ -21,7 +21,7 @@ from harness.analysis.stats import (
     BootstrapSettings,
     bootstrap_quantiles_ci,
     finite,
-    quantiles,
+    sorted_quantiles,
 )
 from harness.analysis.timeseries import bin_index, bin_width, binned_quantiles
 
@@ -36,14 +36,15 @@ def describe(
     ci: bool = True,
     n_total: int | None = None,
     mean: float | None = None,
+    presorted: bool = False,
 ) -> dict[str, Any]:
     """Quantiles, mean and (optionally) their bootstrap CIs of one sample.
 
     ``n_total``/``mean`` override the count and mean when ``values`` is a sample of a larger
     pool (pooled ITL): quantiles come from the sample, the mean from every value.
     """
-    v = finite(values)
-    point = quantiles(v, _QS)
+    v = np.sort(finite(values)) if not presorted else np.asarray(values, np.float64)
+    point = sorted_quantiles(v, _QS)
     out: dict[str, Any] = {
         "n": int(n_total if n_total is not None else v.size),
         "mean": float(mean if mean is not None else (v.mean() if v.size else math.nan)),
@@ -52,39 +53,46 @@ def describe(
     if n_total is not None:
         out["quantile_n"] = int(v.size)
     if ci:
-        lo, hi, method = bootstrap_quantiles_ci(v, _QS, settings)
+        lo, hi, method = bootstrap_quantiles_ci(v, _QS, settings, presorted=True)
         keys = (*_QKEYS, "mean")
         out["ci"] = {k: [float(a), float(b)] for k, a, b in zip(keys, lo, hi, strict=True)}
         out["ci_method"] = method
     return out
 
 
-def describe_pooled(sample: PooledSample | None, settings: BootstrapSettings, *, ci: bool = True):
-    """:func:`describe` of a pooled ITL sample (exact count and mean)."""
-    sample = sample or PooledSample()
-    return describe(sample.values, settings, ci=ci, n_total=sample.n_total, mean=sample.mean)
+def sorted_values(data: RunData, arm: int, slice_: int | None) -> dict[str, np.ndarray]:
+    """Sorted finite values of every latency metric (ITL: the pooled sample) for one arm
+    (code) and one slice (code; None = all), cached on ``data`` so each sort happens once."""
+    key = ("sorted", arm, slice_)
+    if key not in data.cache:
+        mask = data.arm == arm
+        if slice_ is not None:
+            mask &= data.slice == slice_
+        vals = {lm.key: np.sort(lm.values(data, mask)) for lm in m.LATENCY_METRICS}
+        smp = m.itl(data.itl.get((arm, slice_)) or PooledSample())
+        vals[m.ITL_KEY] = np.sort(smp.values)
+        data.cache[key] = vals  # type: ignore[assignment]
+    return data.cache[key]  # type: ignore[return-value]
 
 
-def metric_values(data: RunData, mask: np.ndarray) -> dict[str, np.ndarray]:
-    """Per-request latency values (ok rows) of each metric in :data:`metrics.LATENCY_METRICS`."""
-    return {lm.key: lm.values(data, mask) for lm in m.LATENCY_METRICS}
-
-
-def _group_stats(
-    data: RunData, mask: np.ndarray, itl: PooledSample | None, ci: bool
-) -> dict[str, Any]:
+def _group_stats(data: RunData, arm: int, slice_: int | None, ci: bool) -> dict[str, Any]:
     settings = data.bootstrap()
-    out = {k: describe(v, settings, ci=ci) for k, v in metric_values(data, mask).items()}
-    out[m.ITL_KEY] = describe_pooled(m.itl(itl or PooledSample()), settings, ci=ci)
+    vals = sorted_values(data, arm, slice_)
+    out = {}
+    for key, v in vals.items():
+        if key == m.ITL_KEY:
+            smp = data.itl.get((arm, slice_)) or PooledSample()
+            out[key] = describe(
+                v, settings, ci=ci, n_total=smp.n_total, mean=smp.mean, presorted=True
+            )
+        else:
+            out[key] = describe(v, settings, ci=ci, presorted=True)
     return out
 
 
 def latency_summary(data: RunData, *, ci: bool = True) -> dict[str, dict[str, Any]]:
     """``{arm: {metric: stats}}`` over all slices of the analysed phases."""
-    return {
-        arm: _group_stats(data, data.arm_mask(arm), data.itl.get((i, None)), ci)
-        for i, arm in enumerate(data.arms)
-    }
+    return {arm: _group_stats(data, i, None, ci) for i, arm in enumerate(data.arms)}
 
 
 def latency_by_slice(data: RunData, *, ci: bool = True) -> dict[str, dict[str, Any]]:
@@ -96,9 +104,8 @@ def latency_by_slice(data: RunData, *, ci: bool = True) -> dict[str, dict[str, A
         am = data.arm_mask(arm)
         out[arm] = {}
         for j, name in enumerate(data.slices):
-            mask = am & (data.slice == j)
-            if mask.any():
-                out[arm][name] = _group_stats(data, mask, data.itl.get((i, j)), ci)
+            if (am & (data.slice == j)).any():
+                out[arm][name] = _group_stats(data, i, j, ci)
     return out
 
 

@@ -153,11 +153,15 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     label_a, label_b = f"A {da.run_id}", f"B {db.run_id}"
-    matched = [(a, a) for a in da.arms if a in db.arms]
+    present_a = [a for i, a in enumerate(da.arms) if (da.arm == i).any()]
+    present_b = [b for i, b in enumerate(db.arms) if (db.arm == i).any()]
+    matched = [(a, a) for a in da.arms if a in db.arms and (a in present_a or a in present_b)]
     notes = []
-    if not matched and len(da.arms) == 1 and len(db.arms) == 1:
-        matched = [(da.arms[0], db.arms[0])]
-        notes.append(f"No arm names match; compared A's {da.arms[0]!r} with B's {db.arms[0]!r}.")
+    if not matched and len(present_a) == 1 and len(present_b) == 1:
+        matched = [(present_a[0], present_b[0])]
+        notes.append(
+            f"No arm names match; compared A's {present_a[0]!r} with B's {present_b[0]!r}."
+        )
     lat_a, lat_b = latency_summary(da), latency_summary(db)
     gp_a, gp_b = goodput_summary(da), goodput_summary(db)
     er_a, er_b = errors_summary(da), errors_summary(db)
@@ -201,8 +205,8 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Path:
             "run_b": _run_ref(db),
             "arms": {
                 "matched": [list(p) for p in matched],
-                "only_in_a": [a for a in da.arms if a not in {x for x, _ in matched}],
-                "only_in_b": [b for b in db.arms if b not in {y for _, y in matched}],
+                "only_in_a": [a for a in present_a if a not in {x for x, _ in matched}],
+                "only_in_b": [b for b in present_b if b not in {y for _, y in matched}],
             },  # fmt: skip
             "per_arm": per_arm,
             "comparison": {"baseline": "run_a", "pairs": pairs},

@@ -118,7 +118,8 @@ def plot_cdfs(
 def plot_latency_over_time(over_time: dict[str, Any], writer: PlotWriter) -> PlotRef | None:
     """p50 (solid) and p99 (dashed) per time bin, per arm, one panel per metric."""
     arms = over_time.get("arms") or {}
-    keys = sorted({k for s in arms.values() for k, pts in s.items() if pts})
+    present = {k for s in arms.values() for k, pts in s.items() if pts}
+    keys = [k for k in METRIC_LABELS if k in present]
     if not keys:
         return None
     fig, axes = plt.subplots(1, len(keys), figsize=(5.5 * len(keys), 3.6), squeeze=False)

@@ -57,8 +57,8 @@ def test_compare_runs_single_arms_with_different_names(tmp_path: Path):
 
 def test_sweep_report_capacity(tmp_path: Path):
     dirs = []
-    # TTFT grows with load: 0.05 s, 0.1 s, 0.5 s, then a lucky 0.05 s at the top
-    for load, scale in ((1.0, 0.05), (2.0, 0.1), (4.0, 0.5), (8.0, 0.05)):
+    # TTFT grows with load: 0.05 s, 0.06 s, 0.5 s, then a lucky 0.05 s at the top
+    for load, scale in ((1.0, 0.05), (2.0, 0.06), (4.0, 0.5), (8.0, 0.05)):
         m = _manifest(
             f"r{load}", sweep={"id": "sw1", "index": 0, "param": "load.rate", "value": load}
         )

@@ -56,3 +56,51 @@ def test_concurrent_streams_under_gevent(server, impl):
     # 40 streams of ~0.4 s each overlap: serial execution would take 16 s
     assert res["wall"] < 3.0, res
     assert res["ttft"][n // 2] < 0.6, res
+
+
+TIMEOUT_PROBE = textwrap.dedent(
+    """
+    from gevent import monkey
+    monkey.patch_all()
+    import json, sys
+    from harness.config import TargetConfig
+    from harness.targets.client import make_arm_client
+    from harness.workloads.base import WorkItem
+
+    url, impl = sys.argv[1], sys.argv[2]
+    t = TargetConfig(kind="sim_vllm", model="m", base_url=url, client=impl)
+    t.timeouts.first_token_s, t.timeouts.total_s = 0.3, 0.6
+    t.retry.max_attempts = 1
+    c = make_arm_client("a", t, run_id="r", experiment="e")
+    item = WorkItem(sample_id="s", prompt="hi", max_tokens=3)
+    out = []
+    for i in range(4):
+        r = c.execute(item, request_id=str(i))[0]
+        out.append([r.error_type, r.error_message, r.e2e_s])
+    print(json.dumps(out))
+    """
+)
+
+
+@pytest.mark.parametrize("impl", ["lean", "sdk"])
+def test_timeouts_under_gevent(server, impl):
+    """The lean client uses gevent timers instead of socket timeouts when patched."""
+    server.push(
+        Script(ttft_s=2.0),  # no first token in time
+        Script(itl_s=0.1, chunks=["x"] * 30),  # total deadline passes while tokens flow
+        Script(stall_after=1),  # stalls after the first token
+        Script(),  # and the client still works afterwards
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", TIMEOUT_PROBE, server.base_url, impl],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=ROOT,
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert [r[0] for r in res] == ["timeout", "timeout", "timeout", None], res
+    assert "first token" in res[0][1] and 0.3 <= res[0][2] < 1.0
+    assert "total" in res[1][1] and 0.6 <= res[1][2] < 1.2
+    assert 0.3 <= res[2][2] < 1.2
