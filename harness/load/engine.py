@@ -34,7 +34,7 @@ from harness.load.arrivals import build_schedule, phase_of
 from harness.load.spec import RunSpec
 from harness.record.schema import RequestRecord
 from harness.record.writer import RequestWriter, warm_up_parquet
-from harness.targets import make_arm_client
+from harness.targets import clock, make_arm_client
 from harness.workloads import build_workload
 from harness.workloads.base import WorkItem
 
@@ -68,6 +68,7 @@ class LoadEngine:
             auto_flush=False,  # the flusher greenlet writes parts in a real OS thread
         )
         warm_up_parquet()
+        self._warm_up_tokenizers()
         self.arm_names = list(spec.arms)
         self.clients = {
             arm: make_arm_client(
@@ -99,12 +100,24 @@ class LoadEngine:
         self._closed_active = 0
         self._flusher: gevent.Greenlet | None = None
 
+    def _warm_up_tokenizers(self) -> None:
+        """Load the fallback tokenizer now for real endpoints (which may send no usage).
+
+        Loading takes ~0.3 s of CPU; done lazily mid-run it would stall every stream once.
+        """
+        from harness.targets.tokens import encoding_name_for, get_encoding
+
+        for target in self.spec.arms.values():
+            if target.kind in ("openai", "vllm"):
+                get_encoding(encoding_name_for(target.model))
+
     # -- clock ---------------------------------------------------------------------------
 
     def set_t0(self, t0_ns: int) -> None:
         """Fix the common start time (UTC ns); every process computes targets from it."""
         self.t0_ns = int(t0_ns)
-        self._perf_anchor = time.perf_counter_ns() - time.time_ns() + self.t0_ns
+        # the clients' clock: t_sent - t_scheduled compares readings of one clock
+        self._perf_anchor = clock.perf_from_wall(self.t0_ns)
         self.started.set()
 
     def _sleep_until(self, offset_s: float) -> None:
@@ -157,7 +170,10 @@ class LoadEngine:
         left = len(self.inflight)
         if left:
             log.warning("cancelling %d request(s) still in flight", left)
-            self.inflight.kill(block=True, timeout=5)
+            for client in self.clients.values():
+                client.cancel()  # in-flight attempts end as `cancelled` rows
+            self.inflight.join(timeout=2.0)
+            self.inflight.kill(block=True, timeout=5)  # last resort: the engine writes the row
         return left
 
     def close(self) -> None:
@@ -236,7 +252,7 @@ class LoadEngine:
             elapsed = self._elapsed_s()
             if elapsed >= load.duration_s:
                 break
-            t_sched = time.time_ns()
+            t_sched = clock.now_ns()
             item = self.workload.item(i)
             self.arrivals += 1
             phase = phase_of(elapsed, load)
@@ -321,7 +337,7 @@ class LoadEngine:
         phase: str,
     ) -> RequestRecord:
         target = self.spec.arms[arm]
-        now = time.time_ns()
+        now = clock.now_ns()
         return RequestRecord(
             run_id=self.spec.run_id,
             experiment=self.spec.experiment,

@@ -64,7 +64,8 @@ REQUEST_SCHEMA = pa.schema(
         pa.field("e2e_s", pa.float64()),  # t_end - t_sent
         pa.field("ttft_sched_s", pa.float64()),  # t_first_token - t_scheduled
         pa.field("e2e_sched_s", pa.float64()),  # t_end - t_scheduled
-        pa.field("tpot_s", pa.float64()),  # (t_last_token - t_first_token) / (completion_tokens - 1)
+        # tpot_s = (t_last_token - t_first_token) / (completion_tokens - 1)
+        pa.field("tpot_s", pa.float64()),
         pa.field("itl_s", pa.list_(pa.float64())),  # gaps between content chunks
         pa.field("prompt_tokens", pa.int64()),
         pa.field("completion_tokens", pa.int64()),
