@@ -295,10 +295,18 @@ class LoadEngine:
             raise
         except Exception as exc:  # a client bug must not lose the row or kill the run
             log.exception("request %s to arm %s failed inside the client", request_id, arm)
-            rec = self._cancelled(arm, item, request_id, pair_id, t_sched_ns, phase)
-            rec.error_type = "bad_response"
-            rec.error_message = f"client error: {exc!r}"[:500]
-            records = [rec]
+            records = [
+                self.clients[arm].failure_record(
+                    item,
+                    request_id=request_id,
+                    error_type="bad_response",
+                    message=f"client error: {exc!r}",
+                    pair_id=pair_id,
+                    t_scheduled_ns=t_sched_ns,
+                    phase=phase,
+                    t_virtual_ns=self._virtual_ns(t_sched_ns),
+                )
+            ]
         finally:
             for rec in records:
                 self.writer.add_record(rec)
@@ -336,32 +344,15 @@ class LoadEngine:
         t_sched: int,
         phase: str,
     ) -> RequestRecord:
-        target = self.spec.arms[arm]
-        now = clock.now_ns()
-        return RequestRecord(
-            run_id=self.spec.run_id,
-            experiment=self.spec.experiment,
-            arm=arm,
-            target_kind=target.kind,
-            model=target.model,
-            worker=self.worker_index,
+        return self.clients[arm].failure_record(
+            item,
             request_id=request_id,
-            attempt=0,
-            status="error",
             error_type="cancelled",
-            error_message="the run stopped before the request finished",
+            message="the run stopped before the request finished",
             pair_id=pair_id,
-            sample_id=item.sample_id,
-            workload=item.workload,
-            slice=item.slice,
-            conversation_id=item.conversation_id,
-            turn=item.turn,
+            t_scheduled_ns=t_sched,
             phase=phase,
-            t_scheduled=t_sched,
-            t_end=now,
-            t_virtual=self._virtual_ns(t_sched),
-            requested_max_tokens=item.max_tokens,
-            reference_answer=item.reference_answer,
+            t_virtual_ns=self._virtual_ns(t_sched),
         )
 
     def stats(self) -> dict[str, Any]:

@@ -203,6 +203,24 @@ class ArmClient:
             t_sched = clock.wall_ns(start + int(delay * 1e9))
         return rows
 
+    def failure_record(
+        self,
+        item: WorkItem,
+        *,
+        request_id: str,
+        error_type: str,
+        message: str,
+        pair_id: str | None = None,
+        t_scheduled_ns: int | None = None,
+        phase: str = "main",
+        t_virtual_ns: int | None = None,
+    ) -> RequestRecord:
+        """A row for a request that ended outside :meth:`execute` (e.g. its greenlet was
+        killed at shutdown), with the same identity columns as every other row."""
+        att = Attempt(t_scheduled_ns if t_scheduled_ns is not None else clock.now_ns())
+        att.fail(error_type, message)
+        return self._record(att, item, request_id, 0, pair_id, phase, t_virtual_ns)
+
     def cancel(self) -> None:
         """Stop: in-flight attempts end as ``cancelled``, pending retries are dropped."""
         self._cancelled = True

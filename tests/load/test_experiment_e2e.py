@@ -236,3 +236,45 @@ def test_multirun_sweep_writes_sweep_report(reports):
     sweeps = list(reports.glob("smoke/sweep-*/summary.json"))
     assert len(sweeps) == 1
     assert (sweeps[0].parent / "report.html").is_file()
+
+
+def test_sigint_flushes_cancels_in_flight_and_closes_manifest(reports):
+    args = _base(
+        reports,
+        "load.arrival=constant",
+        "load.rate=5",
+        "load.duration_s=60",
+        "record.flush_interval_s=30",  # nothing is flushed by the timer: SIGINT must flush
+        "+arms.cloud.sim.params={itl_ms:300,itl_jitter:0}",  # cloud streams take ~20 s
+        "analysis.report=false",
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        deadline = time.monotonic() + 60
+        for line in proc.stdout:  # wait until traffic flows
+            if "selfhosted: " in line and " 0 req" not in line.split("selfhosted:")[1][:6]:
+                break
+            assert time.monotonic() < deadline
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    run_dir = only_run_dir(reports)
+    m = manifest(run_dir)
+    assert m["status"] == "interrupted" and "signal" in m["stop_reason"]
+    df = read_rows(run_dir)
+    cloud = df[df.arm == "cloud"]
+    assert len(cloud) > 0 and (cloud.error_type == "cancelled").all()
+    assert (cloud.model == "sim-gpt-4o-mini").all() and cloud.sample_id.notna().all()
+    hosted = df[df.arm == "selfhosted"]
+    assert (hosted.status == "ok").sum() > 0
