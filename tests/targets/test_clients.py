@@ -9,7 +9,6 @@ import threading
 import time
 
 import pytest
-from conftest import Script, make_target
 
 from harness.record.schema import ERROR_TYPES, records_to_table
 from harness.targets import clock
@@ -17,6 +16,7 @@ from harness.targets.client import build_body, make_arm_client, resolve_api_key
 from harness.targets.errors import TargetError
 from harness.targets.tokens import count_tokens
 from harness.workloads.base import WorkItem
+from tests.targets.scripted_server import Script, make_target
 
 ITEM = WorkItem(
     sample_id="s1",

@@ -9,7 +9,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import Script
+
+from tests.targets.scripted_server import Script
 
 ROOT = Path(__file__).resolve().parents[2]
 

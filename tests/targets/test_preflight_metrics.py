@@ -7,12 +7,12 @@ import time
 
 import pyarrow as pa
 import pytest
-from conftest import make_target
 
 from harness.record.schema import METRICS_SCHEMA
 from harness.targets.errors import TargetError
 from harness.targets.metrics import MetricsScraper, metrics_url, parse_prometheus
 from harness.targets.preflight import preflight, preflight_all
+from tests.targets.scripted_server import make_target
 
 
 def test_preflight_ok(server):

@@ -1,0 +1,273 @@
+"""A scripted OpenAI-compatible SSE test server for deterministic client tests.
+
+The server runs an asyncio loop in a daemon thread on 127.0.0.1 (ephemeral port, backlog
+1024). Each completion request takes the next queued :class:`Script` (or the default one) and
+plays it: status, headers, delays, content chunks, usage, and faults (truncation, invalid JSON,
+stalls, error events). ``/v1/models``, ``/metrics`` and ``/health`` answer from settable
+attributes. Every request is logged (path, headers, JSON body, arrival perf-counter ns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.config import TargetConfig
+
+
+@dataclass
+class Script:
+    status: int = 200
+    headers: dict[str, str] = field(default_factory=dict)
+    body: bytes | None = None  # non-stream body (errors); default: an OpenAI error object
+    ttft_s: float = 0.0  # delay before the first content chunk (after the role chunk)
+    itl_s: float = 0.0  # delay between content chunks
+    chunks: list[str] = field(default_factory=lambda: ["Hello", " world", "!"])
+    role_chunk: bool = True
+    usage: bool = True
+    prompt_tokens: int = 7
+    completion_tokens: int | None = None  # default: len(chunks)
+    cached_tokens: int | None = None
+    finish: str | None = "stop"
+    finish_separate: bool = True  # finish_reason on its own (text-less) chunk
+    done: bool = True
+    truncate_after: int | None = None  # close after N content chunks (no terminal chunk)
+    invalid_json_at: int | None = None  # send garbage instead of content chunk N
+    stall_after: int | None = None  # after N content chunks, send nothing more
+    error_event_at: int | None = None  # send {"error": ...} instead of content chunk N
+    chunked: bool = True  # else close-delimited body
+    crlf: bool = False  # SSE lines end with \r\n
+    batch: bool = False  # write all chunks at once
+    echo_auth: bool = False  # put the Authorization header into the error body
+    content_type: str = "text/event-stream"
+
+
+class ScriptServer:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.queue: deque[Script] = deque()
+        self.default = Script()
+        self.requests: list[dict[str, Any]] = []
+        self.models: list[str] = ["test-model"]
+        self.models_status = 200
+        self.metrics_text = ""
+        self.health_status = 200
+        self.port = 0
+        self.connections = 0
+        ready = threading.Event()
+        self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
+        self.thread.start()
+        ready.wait(10)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def reset(self) -> None:
+        self.queue.clear()
+        self.default = Script()
+        self.requests.clear()
+        self.models = ["test-model"]
+        self.models_status = 200
+        self.metrics_text = ""
+        self.health_status = 200
+
+    def push(self, *scripts: Script) -> None:
+        self.queue.extend(scripts)
+
+    def _run(self, ready: threading.Event) -> None:
+        asyncio.set_event_loop(self.loop)
+
+        async def start() -> None:
+            srv = await asyncio.start_server(self._handle, "127.0.0.1", 0, backlog=1024)
+            self.port = srv.sockets[0].getsockname()[1]
+
+        self.loop.run_until_complete(start())
+        ready.set()
+        self.loop.run_forever()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except (asyncio.IncompleteReadError, ConnectionError):
+                    return
+                t_recv = time.perf_counter_ns()
+                lines = head.decode("latin-1").split("\r\n")
+                method, path, _ = lines[0].split(" ", 2)
+                headers = {}
+                for line in lines[1:]:
+                    if ":" in line:
+                        k, v = line.split(":", 1)
+                        headers[k.strip().lower()] = v.strip()
+                n = int(headers.get("content-length", "0"))
+                raw = await reader.readexactly(n) if n else b""
+                body = json.loads(raw) if raw else None
+                self.requests.append(
+                    {"method": method, "path": path, "headers": headers, "body": body, "t": t_recv}
+                )
+                if path.endswith("/models"):
+                    await self._simple(writer, self.models_status, self._models_body())
+                elif path.endswith("/metrics"):
+                    await self._simple(writer, 200, self.metrics_text.encode(), "text/plain")
+                elif path.endswith("/health"):
+                    await self._simple(writer, self.health_status, b"")
+                elif path.endswith("/completions"):
+                    script = self.queue.popleft() if self.queue else self.default
+                    keep = await self._play(writer, script, headers, body, path)
+                    if not keep:
+                        return
+                else:
+                    await self._simple(writer, 404, b'{"error": {"message": "not found"}}')
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            try:
+                writer.close()
+            except Exception:
+                pass
+
+    def _models_body(self) -> bytes:
+        if self.models_status != 200:
+            return json.dumps({"error": {"message": f"status {self.models_status}"}}).encode()
+        data = [{"id": m, "object": "model", "owned_by": "test"} for m in self.models]
+        return json.dumps({"object": "list", "data": data}).encode()
+
+    async def _simple(
+        self,
+        writer: asyncio.StreamWriter,
+        status: int,
+        body: bytes,
+        ctype: str = "application/json",
+        extra: dict[str, str] | None = None,
+    ) -> None:
+        hdrs = "".join(f"{k}: {v}\r\n" for k, v in (extra or {}).items())
+        writer.write(
+            f"HTTP/1.1 {status} X\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+            f"{hdrs}\r\n".encode()
+            + body
+        )
+        await writer.drain()
+
+    async def _play(
+        self, w: asyncio.StreamWriter, s: Script, headers: dict, body: Any, path: str
+    ) -> bool:
+        chat = path.endswith("/chat/completions")
+        extra = {"x-request-id": f"req-{len(self.requests)}", **s.headers}
+        if s.status != 200:
+            err = s.body
+            if err is None:
+                msg = f"scripted status {s.status}"
+                if s.echo_auth:
+                    msg += f"; you sent Authorization: {headers.get('authorization')}"
+                err = json.dumps({"error": {"message": msg, "type": "test"}}).encode()
+            await self._simple(w, s.status, err, extra=extra)
+            return True
+        nl = "\r\n" if s.crlf else "\n"
+        hdr = f"HTTP/1.1 200 OK\r\nContent-Type: {s.content_type}\r\n"
+        hdr += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
+        hdr += "Transfer-Encoding: chunked\r\n\r\n" if s.chunked else "Connection: close\r\n\r\n"
+        w.write(hdr.encode())
+        pending: list[bytes] = []
+
+        log = self.requests[-1]
+
+        async def send(payload: str, flush: bool = True) -> None:
+            ev = f"data: {payload}{nl}{nl}".encode()
+            frame = f"{len(ev):x}\r\n".encode() + ev + b"\r\n" if s.chunked else ev
+            pending.append(frame)
+            if flush and not s.batch:
+                w.write(b"".join(pending))
+                pending.clear()
+                await w.drain()
+
+        model = (body or {}).get("model", "m")
+
+        def chunk(text: str | None, finish: str | None = None, role: bool = False) -> str:
+            if chat:
+                delta: dict[str, Any] = {}
+                if role:
+                    delta["role"] = "assistant"
+                    delta["content"] = ""
+                elif text is not None:
+                    delta["content"] = text
+                choice = {"index": 0, "delta": delta, "finish_reason": finish}
+                obj = "chat.completion.chunk"
+            else:
+                choice = {"index": 0, "text": text or "", "finish_reason": finish}
+                obj = "text_completion"
+            return json.dumps({"id": "c1", "object": obj, "model": model, "choices": [choice]})
+
+        if s.role_chunk and chat:
+            await send(chunk(None, role=True))
+        if s.ttft_s:
+            await asyncio.sleep(s.ttft_s)
+        n = len(s.chunks)
+        for i, text in enumerate(s.chunks):
+            if i and s.itl_s:
+                await asyncio.sleep(s.itl_s)
+            if s.truncate_after is not None and i >= s.truncate_after:
+                w.write(b"".join(pending))
+                await w.drain()
+                w.transport.abort()
+                return False
+            if s.stall_after is not None and i >= s.stall_after:
+                w.write(b"".join(pending))
+                await w.drain()
+                await asyncio.sleep(3600)
+                return False
+            if s.invalid_json_at == i:
+                await send('{"choices": [ not json')
+                continue
+            if s.error_event_at == i:
+                await send(json.dumps({"error": {"message": "engine died", "code": 500}}))
+                continue
+            last = i == n - 1
+            if i == 0:
+                log["t_first_write"] = time.perf_counter_ns()
+            fin = s.finish if (last and not s.finish_separate) else None
+            await send(chunk(text, fin), flush=not last or s.finish_separate)
+        if s.finish and s.finish_separate:
+            await send(chunk(None, s.finish), flush=False)
+        if s.usage:
+            ct = s.completion_tokens if s.completion_tokens is not None else n
+            usage: dict[str, Any] = {
+                "prompt_tokens": s.prompt_tokens,
+                "completion_tokens": ct,
+                "total_tokens": s.prompt_tokens + ct,
+            }
+            if s.cached_tokens is not None:
+                usage["prompt_tokens_details"] = {"cached_tokens": s.cached_tokens}
+            await send(json.dumps({"id": "c1", "choices": [], "usage": usage}), flush=False)
+        if s.done:
+            await send("[DONE]", flush=False)
+        out = b"".join(pending)
+        if s.chunked:
+            out += b"0\r\n\r\n"
+        w.write(out)
+        await w.drain()
+        if not s.chunked:
+            w.close()
+            return False
+        return True
+
+
+def make_target(base_url: str, **kw: Any) -> TargetConfig:
+    """A TargetConfig for tests (simulator kind, short timeouts, fast retries)."""
+    t = TargetConfig(kind=kw.pop("kind", "sim_vllm"), model=kw.pop("model", "test-model"))
+    t.base_url = base_url
+    t.timeouts.connect_s = 2.0
+    t.timeouts.first_token_s = kw.pop("first_token_s", 5.0)
+    t.timeouts.total_s = kw.pop("total_s", 10.0)
+    t.retry.backoff_base_s = 0.01
+    t.retry.backoff_max_s = 0.05
+    for k, v in kw.items():
+        setattr(t, k, v)
+    return t
