@@ -135,7 +135,8 @@ def _level(
 ) -> dict:
     cmd = [sys.executable, "-m", "bench.bench_client", "--child", url, impl, str(streams),
            str(tokens), str(itl_ms), str(warm_s), str(measure_s)]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": pythonpath}
     out = subprocess.run(
         cmd, capture_output=True, text=True, timeout=warm_s + measure_s + 60, env=env, cwd=ROOT
     )
