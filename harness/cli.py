@@ -8,7 +8,6 @@ a sweep report (latency vs load, the highest load meeting the SLO).
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -178,7 +177,8 @@ def cmd_sweep_report(argv: list[str]) -> int:
     ap.add_argument("-o", "--out", type=Path, required=True)
     args = ap.parse_args(argv)
     summary = build_sweep_report([d.resolve() for d in args.run_dirs], args.out)
-    print(json.dumps(summary.get("best", summary), indent=2, default=str)[:3000])
+    for arm, info in (summary.get("arms") or {}).items():
+        print(f"{arm}: highest load meeting the SLO: {info.get('max_load_meeting_slo')}")
     print(f"sweep report: {args.out}")
     return 0
 
@@ -216,6 +216,14 @@ def main(argv: list[str] | None = None) -> int:
             return sim_main(rest)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        return 2
+    except ValueError as exc:  # unreadable run data: RunDataError, ReaderError
+        from harness.analysis.data import RunDataError
+        from harness.record.reader import ReaderError
+
+        if not isinstance(exc, RunDataError | ReaderError):
+            raise
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"unknown command {cmd!r}\n\n{USAGE}", file=sys.stderr)
     return 2

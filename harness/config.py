@@ -254,3 +254,49 @@ def validate_target(name: str, t: TargetConfig) -> None:
         raise ConfigError(f"arms.{name}.api: {t.api!r} is not 'chat' or 'completions'")
     if t.kind in ("openai", "vllm") and not t.base_url and not t.launch.enabled:
         raise ConfigError(f"arms.{name}.base_url: required for a {t.kind} target")
+    from harness.record.schema import ERROR_TYPES
+
+    unknown = [e for e in t.retry.retry_on if e not in ERROR_TYPES]
+    if unknown:
+        raise ConfigError(
+            f"arms.{name}.retry.retry_on: {unknown} not in the error types {', '.join(ERROR_TYPES)}"
+        )
+    if t.retry.max_attempts < 1:
+        raise ConfigError(
+            f"arms.{name}.retry.max_attempts: must be >= 1, got {t.retry.max_attempts}"
+        )
+    for key in ("connect_s", "first_token_s", "total_s"):
+        if getattr(t.timeouts, key) <= 0:
+            raise ConfigError(f"arms.{name}.timeouts.{key}: must be > 0")
+
+
+def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
+
+
+def validate_load(load: LoadConfig) -> None:
+    """Checks that need no files: modes, pairings, windows, worker counts."""
+    _one_of("load.mode", load.mode, ("open", "closed"))
+    _one_of("load.pairing", load.pairing, ("mirrored", "independent"))
+    if load.mode == "closed" and not (load.concurrency and load.concurrency >= 1):
+        raise ConfigError("load.concurrency: required (>= 1) when load.mode=closed")
+    if load.concurrency is not None and load.concurrency < 1:
+        raise ConfigError(f"load.concurrency: must be >= 1, got {load.concurrency}")
+    if load.workers < 0 or load.remote_workers < 0:
+        raise ConfigError("load.workers / load.remote_workers: must be >= 0")
+    if load.warmup_s + load.cooldown_s >= load.duration_s:
+        raise ConfigError(
+            f"load.warmup_s ({load.warmup_s}) + load.cooldown_s ({load.cooldown_s}) must be "
+            f"shorter than load.duration_s ({load.duration_s}): nothing would be analysed"
+        )
+    if load.time_scale <= 0:
+        raise ConfigError(f"load.time_scale: must be > 0, got {load.time_scale}")
+
+
+def validate_record(record: RecordConfig) -> None:
+    _one_of("record.output_text", record.output_text, OUTPUT_TEXT_MODES)
+    if not record.flush_interval_s > 0:
+        raise ConfigError(f"record.flush_interval_s: must be > 0, got {record.flush_interval_s}")
+    if record.flush_rows < 1:
+        raise ConfigError(f"record.flush_rows: must be >= 1, got {record.flush_rows}")

@@ -30,3 +30,25 @@ def test_unknown_preset_lists_known():
 def test_real_target_needs_base_url():
     with pytest.raises(ConfigError, match="base_url"):
         resolve_arm("a", {"kind": "vllm"})
+
+
+def test_load_and_record_validation_name_the_key():
+    from harness.config import LoadConfig, RecordConfig, validate_load, validate_record
+
+    with pytest.raises(ConfigError, match="load.pairing"):
+        validate_load(LoadConfig(pairing="mirored"))
+    with pytest.raises(ConfigError, match="load.concurrency"):
+        validate_load(LoadConfig(mode="closed"))
+    with pytest.raises(ConfigError, match="load.warmup_s"):
+        validate_load(LoadConfig(duration_s=3, warmup_s=3))
+    with pytest.raises(ConfigError, match="record.output_text"):
+        validate_record(RecordConfig(output_text="bogus"))
+    with pytest.raises(ConfigError, match="record.flush_interval_s"):
+        validate_record(RecordConfig(flush_interval_s=0))
+    validate_load(LoadConfig())
+    validate_record(RecordConfig())
+
+
+def test_retry_on_must_name_error_types():
+    with pytest.raises(ConfigError, match="retry_on"):
+        resolve_arm("a", {"target": "sim_vllm", "retry": {"retry_on": ["timeout", "oops"]}})

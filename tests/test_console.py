@@ -21,7 +21,14 @@ def test_format_summary_lists_arms_and_figures():
     text = format_summary(summary)
     assert "completed, 10 rows" in text
     cloud = next(line for line in text.splitlines() if line.startswith("cloud"))
-    assert "200 ms / 1250 ms" in cloud and "1000 ms / 2000 ms" in cloud
+    assert "200 ms / 1.25 s" in cloud and "1 s / 2 s" in cloud
     assert "75.0%" in cloud and "50.0%" in cloud and "321" in cloud
     assert "rate_limited: 1" in text
     assert any(line.startswith("selfhosted") for line in text.splitlines())
+
+
+def test_control_characters_are_neutralised():
+    summary = {"run_id": "r", "arms": {"evil\x1b[2Jarm": {}}, "caveats": ["bell\x07"]}
+    text = format_summary(summary)
+    assert "\x1b" not in text and "\x07" not in text
+    assert "evil?[2Jarm" in text

@@ -3,7 +3,10 @@
 For each metric: ``diff(q) = Q_other(q) - Q_baseline(q)`` with an independent-sample
 bootstrap CI (seeded; :func:`harness.analysis.stats.bootstrap_quantile_diff_ci`) at the
 median, p99 and every decile (the shift function of Rousselet, Pernet & Wilcox 2017). A
-positive difference means ``other`` is slower. Used arm-vs-arm within a run (baseline = the
+positive difference means ``other`` is slower. ITL resamples requests, not gaps (cluster
+bootstrap, :func:`harness.analysis.stats.cluster_quantile_diff_ci`): the gaps of one request
+are correlated, and an independent-gap bootstrap would call differences significant far too
+often. Used arm-vs-arm within a run (baseline = the
 first arm) and run-vs-run for one arm (``harness.report.compare_runs``).
 """
 
@@ -15,11 +18,14 @@ from typing import Any
 import numpy as np
 
 from harness.analysis.data import RunData
-from harness.analysis.latency import sorted_values
+from harness.analysis.latency import itl_clusters, sorted_values
+from harness.analysis.metrics import ITL_KEY
 from harness.analysis.stats import (
     DECILES,
     BootstrapSettings,
+    ClusteredSample,
     bootstrap_quantile_diff_ci,
+    cluster_quantile_diff_ci,
     finite,
     sorted_quantiles,
 )
@@ -32,11 +38,15 @@ def compare_samples(
     baseline: dict[str, np.ndarray],
     other: dict[str, np.ndarray],
     settings: BootstrapSettings,
+    clusters: dict[str, tuple[ClusteredSample, ClusteredSample]] | None = None,
 ) -> dict[str, Any]:
     """``{"metrics": {metric: {p50|p99: {baseline, other, diff, ratio, ci, significant}}},
     "shift": {metric: [{q, baseline, other, diff, ci}]}}`` for the metrics in both dicts.
 
-    Inputs are value arrays per metric (any order; NaN ignored)."""
+    Inputs are value arrays per metric (any order; NaN ignored). ``clusters``: for a metric
+    whose values come in correlated clusters (ITL), the (baseline, other) samples of whole
+    clusters; its CIs then come from the cluster bootstrap (point estimates still from the
+    value arrays)."""
     qs = [q for _, q in HEADLINE] + list(DECILES)
     metrics: dict[str, Any] = {}
     shift: dict[str, Any] = {}
@@ -44,8 +54,13 @@ def compare_samples(
         if key not in other:
             continue
         a, b = _sorted(baseline[key]), _sorted(other[key])
-        diff, lo, hi, method = bootstrap_quantile_diff_ci(a, b, qs, settings, presorted=True)
         qa, qb = sorted_quantiles(a, qs), sorted_quantiles(b, qs)
+        if clusters and key in clusters and a.size and b.size:
+            ca, cb = clusters[key]
+            diff = qb - qa
+            lo, hi, method = cluster_quantile_diff_ci(ca, cb, qs, settings, centres=(qa, qb))
+        else:
+            diff, lo, hi, method = bootstrap_quantile_diff_ci(a, b, qs, settings, presorted=True)
         entry: dict[str, Any] = {"n_baseline": int(a.size), "n_other": int(b.size)}
         entry["ci_method"] = method
         for i, (name, _) in enumerate(HEADLINE):
@@ -84,6 +99,11 @@ def arm_values(data: RunData, arm: str) -> dict[str, np.ndarray]:
     return sorted_values(data, data.arms.index(arm), None)
 
 
+def arm_clusters(data: RunData, arm: str) -> ClusteredSample:
+    """The sample of whole requests (ITL gaps) of one arm, for cluster-bootstrap CIs."""
+    return itl_clusters(data, data.arms.index(arm), None)
+
+
 def compare_arms(data: RunData) -> dict[str, Any]:
     """``{"baseline": arm, "pairs": [{"baseline", "other", "metrics", "shift"}]}``.
 
@@ -95,8 +115,10 @@ def compare_arms(data: RunData) -> dict[str, Any]:
     base = data.arms[0]
     settings = data.bootstrap()
     base_vals = arm_values(data, base)
+    base_clusters = arm_clusters(data, base)
     pairs = []
     for arm in data.arms[1:]:
-        res = compare_samples(base_vals, arm_values(data, arm), settings)
+        clusters = {ITL_KEY: (base_clusters, arm_clusters(data, arm))}
+        res = compare_samples(base_vals, arm_values(data, arm), settings, clusters)
         pairs.append({"baseline": base, "other": arm, **res})
     return {"baseline": base, "pairs": pairs}

@@ -6,6 +6,10 @@ small integer codes, timestamps as float seconds since the run's first timestamp
 10 million rows stay within a few GB. Inter-token gaps (``itl_s``, a list per row) are pooled
 in a streaming pass: every gap is counted, and a seeded uniform random sample of at most
 ``itl_max_n`` gaps per (arm, slice) is kept for quantiles (exact when the pool is smaller).
+The same pass keeps a uniform random sample of whole requests with their gaps (at most
+:data:`ITL_CLUSTER_MAX_GAPS` gaps, never fewer than :data:`ITL_CLUSTER_MIN_REQUESTS`
+requests) for the ITL confidence intervals, which resample requests, not gaps (gaps of one
+request are correlated; see :mod:`harness.analysis.stats`).
 
 Everything downstream (``harness.analysis.*`` statistics, ``harness.report``) is a pure
 function of the :class:`RunData` built here.
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +27,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from harness.analysis.stats import BootstrapSettings
+from harness.analysis.stats import BootstrapSettings, ClusteredSample
 from harness.config import AnalysisConfig, SLOConfig
-from harness.record.reader import iter_request_parts, read_metrics
+from harness.record.reader import ReaderError, iter_request_parts, read_metrics
 
 #: Pooled ITL gaps kept per (arm, slice) for quantiles; beyond it a uniform sample is used.
 ITL_MAX_N = 2_000_000
+#: Gaps kept per (arm, slice) in the sample of whole requests the ITL CIs resample: the
+#: cluster bootstrap costs O(resamples x gaps kept); beyond it a uniform sample of requests
+#: is used and the CI is rescaled (m-out-of-n bootstrap, :mod:`harness.analysis.stats`).
+ITL_CLUSTER_MAX_GAPS = 16_384
+#: ... but the request sample is never thinned below this many requests.
+ITL_CLUSTER_MIN_REQUESTS = 200
 #: Sample outputs and error messages kept per arm for the report (untrusted text).
 SAMPLE_OUTPUTS = 3
 SAMPLE_ERRORS = 5
@@ -101,6 +111,61 @@ class PooledSample:
 
 
 @dataclass
+class ClusterSample:
+    """A bounded uniform sample of whole clusters (requests) of a stream, with exact counts.
+
+    The thinning of :class:`PooledSample` applied to requests: each request (with all its
+    gaps) is kept with probability ``p``; whenever more than ``cap`` values are kept (and at
+    least ``2 * min_clusters`` requests), ``p`` halves and the kept requests are thinned by a
+    half. ``n_total`` counts every request with at least one finite value.
+    """
+
+    values: list[np.ndarray] = field(default_factory=list)
+    lengths: list[np.ndarray] = field(default_factory=list)
+    kept: int = 0
+    p: float = 1.0
+    n_total: int = 0
+
+    def add(
+        self,
+        flat: np.ndarray,
+        lengths: np.ndarray,
+        rng: np.random.Generator,
+        cap: int,
+        min_clusters: int = ITL_CLUSTER_MIN_REQUESTS,
+    ) -> None:
+        """Add requests given as their values end to end (``flat``) and values per request."""
+        lengths = np.asarray(lengths, np.int64)
+        fin = np.isfinite(flat)
+        if not fin.all():
+            cid = np.repeat(np.arange(lengths.size), lengths)
+            lengths = np.bincount(cid[fin], minlength=lengths.size)
+            flat = flat[fin]
+        nonempty = lengths > 0
+        lengths = lengths[nonempty]
+        self.n_total += int(lengths.size)
+        if self.p < 1.0:
+            keep = rng.random(lengths.size) < self.p
+            flat, lengths = flat[np.repeat(keep, lengths)], lengths[keep]
+        if lengths.size == 0:
+            return
+        self.values.append(flat)
+        self.lengths.append(lengths)
+        self.kept += int(flat.size)
+        while self.kept > cap and sum(x.size for x in self.lengths) >= 2 * min_clusters:
+            v, n = np.concatenate(self.values), np.concatenate(self.lengths)
+            keep = rng.random(n.size) < 0.5
+            v, n = v[np.repeat(keep, n)], n[keep]
+            self.values, self.lengths, self.kept, self.p = [v], [n], int(v.size), self.p / 2
+
+    def sample(self) -> ClusteredSample:
+        """The kept requests for :func:`harness.analysis.stats.cluster_quantiles_ci`."""
+        v = np.concatenate(self.values) if self.values else np.empty(0)
+        n = np.concatenate(self.lengths) if self.lengths else np.empty(0, np.int64)
+        return ClusteredSample(v, n, self.n_total)
+
+
+@dataclass
 class RunData:
     """One run's rows, ready for the statistics (arrays are aligned, one entry per row)."""
 
@@ -121,6 +186,7 @@ class RunData:
     cols: dict[str, np.ndarray]  # float64 (NaN = null): _FLOAT_COLUMNS and _TIME_COLUMNS
     t0_ns: int | None  # absolute time (UTC ns) of relative time 0
     itl: dict[tuple[int, int | None], PooledSample]  # (arm, slice or None = all slices)
+    itl_clusters: dict[tuple[int, int | None], ClusterSample]  # same keys: whole requests
     metrics: pa.Table | None
     samples: dict[str, dict[str, list[dict[str, Any]]]]
     notes: list[str] = field(default_factory=list)
@@ -132,9 +198,6 @@ class RunData:
 
     def arm_mask(self, arm: str) -> np.ndarray:
         return self.arm == self.arms.index(arm)
-
-    def slice_mask(self, name: str) -> np.ndarray:
-        return self.slice == self.slices.index(name)
 
     def window(self) -> tuple[float, float]:
         """Analysed window in relative seconds: first scheduled/sent time -> last end/sent time."""
@@ -156,13 +219,14 @@ class RunData:
         )
 
     def offered(self) -> dict[str, Any]:
-        """Offered load from the manifest (``offered``, else ``config.load``)."""
+        """Offered load from the manifest (``offered``, else ``config.load``): ``rate``,
+        ``mode``, ``concurrency``, ``arrival``, ``shape`` and, when the runner wrote them,
+        ``expected_arrivals``/``window_s`` (expected arrivals per arm in the main phase)."""
         m = self.manifest
         off = dict(m.get("offered") or {})
         load = (m.get("config") or {}).get("load") or {}
-        off.setdefault("rate", load.get("rate"))
-        off.setdefault("mode", load.get("mode"))
-        off.setdefault("concurrency", load.get("concurrency"))
+        for key in ("rate", "mode", "concurrency", "arrival", "shape"):
+            off.setdefault(key, load.get(key))
         return off
 
 
@@ -185,48 +249,104 @@ def read_manifest(run_dir: Path) -> dict[str, Any]:
     return data
 
 
-def analysis_from_manifest(manifest: dict[str, Any]) -> AnalysisConfig:
-    """AnalysisConfig from ``manifest.config.analysis`` (known keys only), defaults elsewhere."""
-    raw = ((manifest.get("config") or {}).get("analysis")) or {}
+def analysis_from_manifest(manifest: dict[str, Any], source: str = "manifest") -> AnalysisConfig:
+    """AnalysisConfig from ``manifest.config.analysis`` (known keys only), defaults elsewhere.
+
+    Values are checked (:func:`check_analysis`); ``source`` names the file in errors.
+    """
+    config = manifest.get("config")
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        raise RunDataError(f"{source}: 'config' must be an object, got {type(config).__name__}")
+    raw = config.get("analysis")
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise RunDataError(
+            f"{source}: 'config.analysis' must be an object, got {type(raw).__name__}"
+        )
     known = {f.name for f in fields(AnalysisConfig)}
     kwargs = {k: v for k, v in raw.items() if k in known and k != "slo"}
-    slo_raw = raw.get("slo") or {}
+    slo_raw = raw.get("slo")
+    slo_raw = {} if slo_raw is None else slo_raw
+    if not isinstance(slo_raw, dict):
+        raise RunDataError(
+            f"{source}: 'config.analysis.slo' must be an object, got {type(slo_raw).__name__}"
+        )
     slo_known = {f.name for f in fields(SLOConfig)}
     slo = SLOConfig(**{k: v for k, v in slo_raw.items() if k in slo_known})
-    cfg = AnalysisConfig(**kwargs, slo=slo)
-    cfg.include_phases = list(cfg.include_phases)
+    return check_analysis(AnalysisConfig(**kwargs, slo=slo), source)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def check_analysis(cfg: AnalysisConfig, source: str = "analysis settings") -> AnalysisConfig:
+    """Validate (and normalise) analysis settings; :class:`RunDataError` names the bad key.
+
+    ``include_phases``: a non-empty list of names (one string counts as one name);
+    ``0 < confidence < 1``; ``bootstrap_resamples >= 1`` (an integer); ``seed`` an integer;
+    SLO bounds null or numbers >= 0.
+    """
+
+    def bad(key: str, value: Any, expected: str) -> RunDataError:
+        return RunDataError(
+            f"{source}: config.analysis.{key} = {value!r} is not valid (expected {expected})"
+        )
+
+    phases = cfg.include_phases
+    if isinstance(phases, str):
+        phases = [phases]
+    if not isinstance(phases, list | tuple) or not phases:
+        raise bad("include_phases", cfg.include_phases, "a non-empty list of phase names")
+    if not all(isinstance(p, str) and p for p in phases):
+        raise bad("include_phases", cfg.include_phases, "phase names (strings)")
+    c = cfg.confidence
+    if not _is_number(c) or not 0 < c < 1:
+        raise bad("confidence", c, "a number between 0 and 1, e.g. 0.95")
+    r = cfg.bootstrap_resamples
+    if not _is_number(r) or r != int(r) or r < 1:
+        raise bad("bootstrap_resamples", r, "an integer >= 1")
+    if not _is_number(cfg.seed) or cfg.seed != int(cfg.seed):
+        raise bad("seed", cfg.seed, "an integer")
+    for key in ("ttft_s", "tpot_s", "e2e_s"):
+        v = getattr(cfg.slo, key)
+        if v is not None and (not _is_number(v) or v < 0):
+            raise bad(f"slo.{key}", v, "null or a number of seconds >= 0")
+    cfg.include_phases = list(phases)
+    cfg.bootstrap_resamples = int(r)
+    cfg.seed = int(cfg.seed)
     return cfg
 
 
-def _codes(col: pa.ChunkedArray, index: dict[str | None, int]) -> np.ndarray:
-    """Integer codes of a string column against ``index`` (grown in place); null -> code of None."""
+def _codes(
+    col: pa.ChunkedArray, index: dict[Any, int], *, null_key: Any = None, grow: bool = True
+) -> np.ndarray:
+    """Integer codes of a string column against ``index``; a null is coded as ``null_key``.
+
+    ``grow``: unseen names (and ``null_key``) are added to ``index`` in place; otherwise
+    ``index`` is fixed and unknown names get -1.
+    """
     out = []
     for chunk in col.chunks:
         if not pa.types.is_dictionary(chunk.type):
             chunk = pc.dictionary_encode(chunk)
         names = chunk.dictionary.to_pylist()
-        for n in names:
-            index.setdefault(n, len(index))
-        lut = np.array([index[n] for n in names] + [index.setdefault(None, len(index))], np.int16)
+        if grow:
+            for n in names:
+                index.setdefault(n, len(index))
+            index.setdefault(null_key, len(index))
+        keys = [n if n is not None else null_key for n in names] + [null_key]
+        lut = np.array([index.get(k, -1) for k in keys], np.int16)
         idx = pc.fill_null(chunk.indices, len(names)).to_numpy(zero_copy_only=False)
         out.append(lut[idx])
     return np.concatenate(out) if out else np.empty(0, np.int16)
 
 
-def _lookup_codes(col: pa.ChunkedArray, lookup: dict[str, int], null_label: str) -> np.ndarray:
-    """Codes of a string column against a fixed ``lookup``; unknown names -> -1."""
-    out = []
-    for chunk in col.chunks:
-        if not pa.types.is_dictionary(chunk.type):
-            chunk = pc.dictionary_encode(chunk)
-        names = chunk.dictionary.to_pylist()
-        lut = np.array(
-            [lookup.get(n if n is not None else null_label, -1) for n in names]
-            + [lookup.get(null_label, -1)],
-            np.int32,
-        )
-        out.append(lut[pc.fill_null(chunk.indices, len(names)).to_numpy(zero_copy_only=False)])
-    return np.concatenate(out) if out else np.empty(0, np.int32)
+def _ok(part: pa.Table) -> pa.ChunkedArray:
+    """Boolean ``status == "ok"`` per row (a null status is not ok)."""
+    return pc.equal(part.column("status").cast(pa.string()), "ok").fill_null(False)
 
 
 def _floats(col: pa.ChunkedArray) -> np.ndarray:
@@ -257,7 +377,10 @@ def load_run(
     if not run_dir.is_dir():
         raise RunDataError(f"{run_dir}: not a directory (expected a run directory)")
     manifest = read_manifest(run_dir)
-    cfg = analysis or analysis_from_manifest(manifest)
+    if analysis is not None:
+        cfg = check_analysis(replace(analysis), "analysis settings")
+    else:
+        cfg = analysis_from_manifest(manifest, str(run_dir / "manifest.json"))
     phases = tuple(cfg.include_phases)
     notes: list[str] = []
 
@@ -275,11 +398,7 @@ def load_run(
             ref = _first_time(part) or 0
         pieces["arm"].append(_codes(part.column("arm"), arm_index))
         pieces["slice"].append(_codes(part.column("slice"), slice_index))
-        pieces["status"].append(
-            pc.equal(part.column("status").cast(pa.string()), "ok")
-            .fill_null(False)
-            .to_numpy(zero_copy_only=False)
-        )
+        pieces["status"].append(_ok(part).to_numpy(zero_copy_only=False))
         pieces["error_type"].append(_codes(part.column("error_type"), err_index))
         pieces["attempt"].append(
             pc.fill_null(part.column("attempt"), 0).to_numpy().astype(np.int32, copy=False)
@@ -321,12 +440,19 @@ def load_run(
 
     arm_lookup = {a: i for i, a in enumerate(arms)}
     slice_lookup = {s: i for i, s in enumerate(slices)}
-    itl = _pool_itl(run_dir, phases, arm_lookup, slice_lookup, itl_max_n, int(cfg.seed))
+    itl, clusters = _pool_itl(run_dir, phases, arm_lookup, slice_lookup, itl_max_n, int(cfg.seed))
     for (a, s), smp in itl.items():
         if s is None and not smp.exact:
             notes.append(
                 f"ITL quantiles for arm {arms[a]!r} use a uniform random sample of "
                 f"{smp.values.size:,} of {smp.n_total:,} pooled gaps (mean uses all)."
+            )
+    for (a, s), cs in clusters.items():
+        if s is None and cs.p < 1.0:
+            notes.append(
+                f"ITL confidence intervals for arm {arms[a]!r} resample a uniform random sample "
+                f"of {sum(x.size for x in cs.lengths):,} of {cs.n_total:,} requests, rescaled "
+                "to the full count (m-out-of-n bootstrap)."
             )
 
     arm_info = {str(k): dict(v or {}) for k, v in (manifest.get("arms") or {}).items()}
@@ -350,6 +476,7 @@ def load_run(
         cols=cols,
         t0_ns=t0_ns,
         itl=itl,
+        itl_clusters=clusters,
         metrics=_read_metrics_safe(run_dir, notes),
         samples=_sample_texts(run_dir, phases, arms),
         notes=notes,
@@ -393,21 +520,24 @@ def _pool_itl(
     slice_lookup: dict[str, int],
     cap: int,
     seed: int,
-) -> dict[tuple[int, int | None], PooledSample]:
-    """Pool ``itl_s`` gaps of ok rows per (arm, slice) and per arm, in one streaming pass."""
+    cluster_cap: int = ITL_CLUSTER_MAX_GAPS,
+) -> tuple[dict[tuple[int, int | None], PooledSample], dict[tuple[int, int | None], ClusterSample]]:
+    """Pool ``itl_s`` gaps of ok rows per (arm, slice) and per arm, in one streaming pass;
+    also keep a bounded uniform sample of whole requests (their gap lists) per key."""
     rng = np.random.default_rng(seed)
+    rng_clusters = np.random.default_rng([seed, 1])
     out: dict[tuple[int, int | None], PooledSample] = {}
+    clusters: dict[tuple[int, int | None], ClusterSample] = {}
     cols = ("arm", "slice", "status", "itl_s")
     for part in iter_request_parts(run_dir, cols, phases):
         if part.num_rows == 0:
             continue
-        ok = pc.equal(part.column("status").cast(pa.string()), "ok").fill_null(False)
-        ok = ok.to_numpy(zero_copy_only=False)
+        ok = _ok(part).to_numpy(zero_copy_only=False)
         lists = part.column("itl_s").combine_chunks()
         if not ok.any() or lists.null_count == len(lists):
             continue
-        a_codes = _lookup_codes(part.column("arm"), arm_lookup, "(unknown)")
-        s_codes = _lookup_codes(part.column("slice"), slice_lookup, NO_SLICE)
+        a_codes = _codes(part.column("arm"), arm_lookup, null_key="(unknown)", grow=False)
+        s_codes = _codes(part.column("slice"), slice_lookup, null_key=NO_SLICE, grow=False)
         for a in range(len(arm_lookup)):
             in_arm = ok & (a_codes == a)
             if not in_arm.any():
@@ -416,14 +546,25 @@ def _pool_itl(
                 sel = in_arm & (s_codes == s)
                 if not sel.any():
                     continue
-                flat = pc.list_flatten(lists.filter(pa.array(sel))).to_numpy(zero_copy_only=False)
-                out.setdefault((a, s), PooledSample()).add(flat, rng, cap)
-                out.setdefault((a, None), PooledSample()).add(flat, rng, cap)
-    return out
+                rows = lists.filter(pa.array(sel))
+                flat = pc.list_flatten(rows).to_numpy(zero_copy_only=False)
+                lengths = pc.fill_null(pc.list_value_length(rows), 0).to_numpy()
+                for key in ((a, s), (a, None)):
+                    out.setdefault(key, PooledSample()).add(flat, rng, cap)
+                    clusters.setdefault(key, ClusterSample()).add(
+                        flat, lengths, rng_clusters, cluster_cap
+                    )
+    return out, clusters
 
 
 def _read_metrics_safe(run_dir: Path, notes: list[str]) -> pa.Table | None:
-    table = read_metrics(run_dir)
+    """The scraped server metrics, or None; they are optional, so an unreadable part file
+    becomes a note (caveat) instead of aborting the report."""
+    try:
+        table = read_metrics(run_dir)
+    except ReaderError as exc:
+        notes.append(f"Server metrics were left out: {exc}")
+        return None
     if table is None or table.num_rows == 0:
         return None
     return table
@@ -440,7 +581,7 @@ def _sample_texts(
     scanned = 0
     for part in iter_request_parts(run_dir, cols, phases):
         arm_col = pc.fill_null(part.column("arm").cast(pa.string()), "(unknown)")
-        ok = pc.equal(part.column("status").cast(pa.string()), "ok").fill_null(False)
+        ok = _ok(part)
         has_text = pc.is_valid(part.column("output_text"))
         for arm, bucket in out.items():
             in_arm = pc.equal(arm_col, arm)

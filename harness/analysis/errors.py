@@ -6,21 +6,23 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from harness.analysis import metrics as m
 from harness.analysis.data import RunData
 from harness.analysis.stats import wilson_ci
-from harness.analysis.timeseries import bin_index, bin_width, counts
+from harness.analysis.timeseries import TimeBins, counts, first_finite, n_bins
 
 
 def errors_summary(data: RunData) -> dict[str, Any]:
     """``{arm: {requests, errors, per_1000, per_1000_ci, by_type: {type: {count, per_1000}},
-    logical_requests, retries, retry_rate, over_time: {bin_s, points: [...]}}}``."""
-    width = bin_width(data.duration_s())
-    t = data.cols["t_sent"]
-    bins = bin_index(np.where(np.isfinite(t), t, data.cols["t_scheduled"]), width)
-    n_bins = int(bins.max()) + 1 if bins.size and bins.max() >= 0 else 0
+    logical_requests, retries, retry_rate, over_time: {bin_s, points: [...]}}}``.
+
+    Over time, attempts are binned by send time (else scheduled time); each point is a ratio
+    of counts in the same bin (errors per 1,000 attempts), so a partial last bin needs no
+    correction for its width.
+    """
+    tb = TimeBins.for_window(data.window())
+    bins = tb.index(first_finite(data.cols["t_sent"], data.cols["t_scheduled"]))
+    nb = n_bins(bins)
     out: dict[str, Any] = {}
     for arm in data.arms:
         am = data.arm_mask(arm)
@@ -35,19 +37,19 @@ def errors_summary(data: RunData) -> dict[str, Any]:
                 by_type[name] = {"count": c, "per_1000": m.errors_per_1000(c, n)}
         logical = int((am & (data.attempt == 0)).sum())
         retries = int((am & (data.attempt > 0)).sum())
-        req_bins = counts(bins[am], n_bins)
-        err_bins = counts(bins[err], n_bins)
+        req_bins = counts(bins[am], nb)
+        err_bins = counts(bins[err], nb)
         type_bins = {
-            name: counts(bins[err & (data.error == data.error_types.index(name))], n_bins)
+            name: counts(bins[err & (data.error == data.error_types.index(name))], nb)
             for name in by_type
         }
         points = []
-        for b in range(n_bins):
+        for b in range(nb):
             if req_bins[b] == 0:
                 continue
             points.append(
                 {
-                    "t": b * width,
+                    "t": tb.start(b),
                     "requests": int(req_bins[b]),
                     "errors": int(err_bins[b]),
                     "per_1000": m.errors_per_1000(int(err_bins[b]), int(req_bins[b])),
@@ -63,6 +65,6 @@ def errors_summary(data: RunData) -> dict[str, Any]:
             "logical_requests": logical,
             "retries": retries,
             "retry_rate": m.retry_rate(retries, logical),
-            "over_time": {"bin_s": width, "points": points},
+            "over_time": {"bin_s": tb.width, "points": points},
         }
     return out

@@ -1,7 +1,7 @@
 """Metric definitions: one function per metric, its formula in the docstring.
 
 Each docstring has one ``Formula:`` line; ``README.md`` ("Metrics") quotes the same lines, and
-``tests/analysis/test_metric_docs.py`` checks that they agree. Per-request latencies are
+``tests/analysis/test_sections_docs.py`` checks that they agree. Per-request latencies are
 computed by the load stage with these formulas and stored as columns (``ttft_s`` ...); the
 functions here select the rows a statistic uses (latency: ``status == ok`` rows only) and
 define the aggregates (ITL pooling, goodput, throughput, error and retry rates).
@@ -89,12 +89,11 @@ def itl(sample: PooledSample) -> PooledSample:
 
 @dataclass(frozen=True)
 class LatencyMetric:
-    """A per-request latency metric: summary key (= column), label, values selector."""
+    """A per-request latency metric (seconds): summary key (= column), label, values selector."""
 
     key: str
     label: str
     values: Callable[[RunData, np.ndarray], np.ndarray]
-    unit: str = "s"
 
 
 #: Per-request latency metrics, in report order. ITL (pooled) is added as ``itl_s``.
@@ -182,17 +181,31 @@ def output_token_throughput(completion_tokens_ok: float, duration_s: float) -> f
     return completion_tokens_ok / duration_s
 
 
-def achieved_arrival_rate(t_scheduled: np.ndarray) -> float:
+def achieved_arrival_rate(t_sent: np.ndarray) -> float:
     """Delivered arrival rate of logical requests (first attempts), to compare with offered.
 
-    Formula: ``achieved_rate = (first attempts - 1) / (last t_scheduled - first t_scheduled)``
+    Formula: ``achieved_rate = (first attempts - 1) / (last t_sent - first t_sent)``
+
+    Send times, so a client that fell behind its schedule shows as a lower rate. Given
+    ``t_scheduled`` instead, the same function gives the scheduled rate (``scheduled_rps``).
     """
-    t = np.asarray(t_scheduled, dtype=np.float64)
+    t = np.asarray(t_sent, dtype=np.float64)
     t = t[np.isfinite(t)]
     if t.size < 2:
         return math.nan
     span = float(t.max() - t.min())
     return (t.size - 1) / span if span > 0 else math.nan
+
+
+def offered_rate(expected_arrivals: float, window_s: float) -> float:
+    """Offered arrival rate per arm over the analysed window (load shapes and traces included).
+
+    Formula: ``offered_rate = expected arrivals in the analysed window / window length``
+
+    ``expected_arrivals`` is ``Lambda(end) - Lambda(start)`` of the arrival process, written by
+    the runner (``manifest.offered``); with no shape and no trace it is ``rate * window``.
+    """
+    return expected_arrivals / window_s if window_s and math.isfinite(window_s) else math.nan
 
 
 def errors_per_1000(n_errors: int, n_requests: int) -> float:
@@ -227,6 +240,7 @@ DEFINITIONS: tuple[Callable, ...] = (
     request_throughput,
     output_token_throughput,
     achieved_arrival_rate,
+    offered_rate,
     errors_per_1000,
     retry_rate,
 )

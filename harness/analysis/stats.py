@@ -17,6 +17,17 @@ Two ways to the same bootstrap distribution, chosen by sample size:
   intervals for quantiles using fractional order statistics", J. Applied Statistics).
   The mean's bootstrap distribution at that size is its normal limit, ``mean +- z * sd/sqrt(n)``
   with the bootstrap's own variance (``sd`` with ddof=0).
+
+Clustered values (ITL: the gaps of one request are correlated, a slow request has slow
+gaps) get the *cluster bootstrap* instead (Davison & Hinkley 1997, sec. 3.8; Field & Welsh
+2007): whole clusters are resampled with replacement and their values pooled, so the CI
+reflects the number of requests, not the number of gaps. It is vectorised as weighted
+quantiles: the pooled values are sorted once, a replicate is a vector of cluster
+multiplicities, and its type-7 quantile is read off the cumulative weights. Its cost grows
+with the values of the clusters resampled, so callers pass a uniform random sample of
+clusters (``ClusteredSample.n_total`` > clusters given); the replicate spread is then scaled
+by ``sqrt(m / n)`` around the full-data estimate (the m-out-of-n bootstrap, Bickel, Gotze &
+van Zwet 1997), valid for root-n consistent statistics such as quantiles and the mean.
 """
 
 from __future__ import annotations
@@ -43,6 +54,8 @@ DECILES: tuple[float, ...] = tuple(round(0.1 * i, 1) for i in range(1, 10))
 BOOTSTRAP_MAX_N = 2_000
 #: Below this many points no confidence interval is computed (it would be meaningless).
 MIN_N_FOR_CI = 5
+#: Elements (replicates x pooled values) held at once by the cluster bootstrap.
+_CLUSTER_BATCH_ELEMENTS = 2_000_000
 
 
 @dataclass(frozen=True)
@@ -54,6 +67,27 @@ class BootstrapSettings:
     seed: int = 0
     max_n: int = BOOTSTRAP_MAX_N
     method: str = "percentile"
+
+
+@dataclass(frozen=True)
+class ClusteredSample:
+    """Values grouped in clusters (ITL: the gaps of one request), for the cluster bootstrap.
+
+    ``values``: finite, cluster after cluster; ``lengths``: values per cluster (each >= 1);
+    ``n_total``: clusters in the population this is a uniform random sample of (None: all).
+    """
+
+    values: np.ndarray
+    lengths: np.ndarray
+    n_total: int | None = None
+
+    @property
+    def n_clusters(self) -> int:
+        return int(self.lengths.size)
+
+    @property
+    def subsampled(self) -> bool:
+        return self.n_total is not None and self.n_total > self.n_clusters
 
 
 def finite(values: np.ndarray) -> np.ndarray:
@@ -230,6 +264,136 @@ def bootstrap_quantile_diff_ci(
     )
     ci = res.confidence_interval
     return diff, np.atleast_1d(ci.low), np.atleast_1d(ci.high), "scipy"
+
+
+def cluster_bootstrap(
+    values: np.ndarray,
+    lengths: np.ndarray,
+    qs: Sequence[float],
+    resamples: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """Cluster-bootstrap replicates of the pooled type-7 quantiles ``qs`` and the pooled mean.
+
+    Each replicate draws as many clusters as there are, with replacement, and pools their
+    values. Returns shape ``(len(qs) + 1, resamples)`` (last row: the mean). Vectorised: the
+    values are sorted once; a replicate's weights are its cluster multiplicities, and the
+    k-th smallest pooled value is the first sorted value whose cumulative weight exceeds k.
+    """
+    x = np.asarray(values, dtype=np.float64)
+    lengths = np.asarray(lengths, dtype=np.int64)
+    m = lengths.size
+    cid = np.repeat(np.arange(m), lengths)
+    order = np.argsort(x, kind="stable")
+    xs, cs = x[order], cid[order]
+    sums = np.bincount(cid, weights=x, minlength=m)
+    q = np.asarray(qs, dtype=np.float64)
+    out = np.empty((q.size + 1, resamples))
+    g_n = xs.size
+    batch = max(1, min(resamples, _CLUSTER_BATCH_ELEMENTS // max(g_n, m)))
+    # Cumulative weights of a whole batch fit int32 unless clusters are huge.
+    dt = np.int32 if batch * m * int(lengths.max(initial=1)) < 2**31 - 1 else np.int64
+    for start in range(0, resamples, batch):
+        b = min(batch, resamples - start)
+        rows = np.arange(b, dtype=np.int64)
+        picks = rng.integers(0, m, size=(b, m)) + (rows * m)[:, None]
+        w = np.bincount(picks.ravel(), minlength=b * m).reshape(b, m).astype(dt)
+        n = w.astype(np.int64) @ lengths  # pooled size of each replicate (>= m >= 1)
+        out[-1, start : start + b] = (w @ sums) / n
+        # One running sum over the batch: row r starts at the pooled sizes of rows < r.
+        flat = np.cumsum(w[:, cs].ravel(), dtype=dt)
+        before = (np.cumsum(n) - n)[:, None]
+        h = (n - 1)[:, None] * q[None, :]
+        j = np.floor(h).astype(np.int64)
+        k = np.minimum(j + 1, (n - 1)[:, None])
+        # The value of order statistic p of row r: first index whose running sum exceeds p.
+        idx = np.searchsorted(flat, (np.stack([j, k]) + before).ravel(), side="right")
+        idx = idx.reshape(2, b, q.size) - (rows * g_n)[:, None]
+        lo, hi = xs[idx[0]], xs[idx[1]]
+        out[:-1, start : start + b] = (lo + (h - j) * (hi - lo)).T
+    return out
+
+
+def _cluster_replicates(
+    sample: ClusteredSample,
+    qs: np.ndarray,
+    settings: BootstrapSettings,
+    rng: np.random.Generator,
+    centre: np.ndarray | None,
+) -> np.ndarray:
+    """Replicates of (quantiles, mean); rescaled around ``centre`` when clusters were sampled."""
+    reps = cluster_bootstrap(sample.values, sample.lengths, qs, settings.resamples, rng)
+    if sample.subsampled:
+        v = np.sort(np.asarray(sample.values, np.float64))
+        own = np.append(sorted_quantiles(v, qs), v.mean())
+        c = own if centre is None else np.asarray(centre, np.float64)
+        scale = math.sqrt(sample.n_clusters / float(sample.n_total))  # type: ignore[arg-type]
+        reps = c[:, None] + scale * (reps - own[:, None])
+    return reps
+
+
+def _cluster_method(sample: ClusteredSample) -> str:
+    return "cluster-subsample" if sample.subsampled else "cluster"
+
+
+def cluster_quantiles_ci(
+    sample: ClusteredSample,
+    qs: Sequence[float],
+    settings: BootstrapSettings,
+    *,
+    centre: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Cluster-bootstrap percentile CIs of pooled quantiles ``qs`` and of the pooled mean.
+
+    Like :func:`bootstrap_quantiles_ci` (``len(qs) + 1`` bounds, the mean last), for values
+    that come in correlated clusters. ``centre``: the full-data estimates (quantiles then
+    mean) when ``sample`` is a subsample of clusters. ``method``: ``cluster``,
+    ``cluster-subsample`` (m-out-of-n, see the module docstring), ``constant`` or ``none``
+    (fewer than :data:`MIN_N_FOR_CI` clusters).
+    """
+    q = np.asarray(qs, dtype=np.float64)
+    k = q.size + 1
+    v = np.asarray(sample.values, np.float64)
+    if sample.n_clusters < MIN_N_FOR_CI:
+        return np.full(k, np.nan), np.full(k, np.nan), "none"
+    if np.all(v == v[0]):
+        point = np.full(k, v[0])
+        return point, point.copy(), "constant"
+    reps = _cluster_replicates(sample, q, settings, np.random.default_rng(settings.seed), centre)
+    lo, hi = _percentile_interval(reps, settings.confidence)
+    return lo, hi, _cluster_method(sample)
+
+
+def cluster_quantile_diff_ci(
+    baseline: ClusteredSample,
+    other: ClusteredSample,
+    qs: Sequence[float],
+    settings: BootstrapSettings,
+    *,
+    centres: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """Cluster-bootstrap CIs of ``Q_other(q) - Q_baseline(q)`` (each side resampled by cluster,
+    independently). ``centres``: full-data quantiles of each side when a side is a subsample.
+    Returns ``(low, high, method)``."""
+    q = np.asarray(qs, dtype=np.float64)
+    nan = np.full(q.size, np.nan)
+    if min(baseline.n_clusters, other.n_clusters) < MIN_N_FOR_CI:
+        return nan, nan.copy(), "none"
+    va, vb = np.asarray(baseline.values, np.float64), np.asarray(other.values, np.float64)
+    if np.all(va == va[0]) and np.all(vb == vb[0]):
+        d = np.full(q.size, vb[0] - va[0])
+        return d, d.copy(), "constant"
+    rng = np.random.default_rng(settings.seed)
+    ca, cb = (None, None) if centres is None else centres
+
+    def full(c: np.ndarray | None) -> np.ndarray | None:
+        return None if c is None else np.append(np.asarray(c, np.float64), np.nan)
+
+    ra = _cluster_replicates(baseline, q, settings, rng, full(ca))[:-1]
+    rb = _cluster_replicates(other, q, settings, rng, full(cb))[:-1]
+    lo, hi = _percentile_interval(rb - ra, settings.confidence)
+    method = "cluster-subsample" if baseline.subsampled or other.subsampled else "cluster"
+    return lo, hi, method
 
 
 def wilson_ci(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:

@@ -2,7 +2,9 @@
 
 Input: one light summary per run (:func:`sweep_point`). A load level "meets the SLO" for an
 arm when its goodput share (requests meeting every SLO bound / all requests) is at least
-``attainment`` (default 0.99, i.e. "p99 within the bounds"). The reported maximum is the
+``attainment`` (default 0.99, i.e. "p99 within the bounds"). Runs repeated at the same load
+are grouped: the load meets the SLO only when *every* run at it does (strict, not pooled:
+pooling would let one large good repeat hide a failing one). The reported maximum is the
 highest load such that it and every lower load of the sweep meet the SLO, so a lucky point
 above a failing one does not count.
 """
@@ -68,7 +70,11 @@ def sweep_point(data: RunData, summary: dict[str, Any]) -> dict[str, dict[str, A
 def sweep_curve(
     points: list[dict[str, dict[str, Any]]], attainment: float = DEFAULT_ATTAINMENT
 ) -> dict[str, Any]:
-    """``{arm: {"points": [...sorted by load...], "max_load_meeting_slo": float | None}}``."""
+    """``{arm: {"points": [...sorted by load...], "loads": [{load, runs, runs_meeting_slo,
+    meets_slo}], "max_load_meeting_slo": float | None}}``.
+
+    ``points`` keep one entry per run (with its own ``meets_slo``); ``loads`` group the runs
+    by load (known loads only, ascending), a load meeting the SLO when all its runs do."""
     arms: dict[str, list[dict[str, Any]]] = {}
     for run in points:
         for arm, p in run.items():
@@ -76,17 +82,23 @@ def sweep_curve(
     out: dict[str, Any] = {}
     for arm, pts in arms.items():
         pts.sort(key=lambda p: (p["load"] is None, p["load"] if p["load"] is not None else 0))
-        best = None
         for p in pts:
             share = p.get("goodput_share")
             p["meets_slo"] = bool(
                 share is not None and math.isfinite(share) and share >= attainment
             )
+        loads: dict[float, list[bool]] = {}
         for p in pts:
-            if p["load"] is None:
-                continue
-            if not p["meets_slo"]:
+            if p["load"] is not None:
+                loads.setdefault(p["load"], []).append(p["meets_slo"])
+        groups = [
+            {"load": x, "runs": len(ok), "runs_meeting_slo": sum(ok), "meets_slo": all(ok)}
+            for x, ok in loads.items()
+        ]
+        best = None
+        for g in groups:
+            if not g["meets_slo"]:
                 break
-            best = p["load"]
-        out[arm] = {"points": pts, "max_load_meeting_slo": best}
+            best = g["load"]
+        out[arm] = {"points": pts, "loads": groups, "max_load_meeting_slo": best}
     return out

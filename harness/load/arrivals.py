@@ -48,7 +48,7 @@ TRACE_COLUMNS = ("t", "timestamp", "time", "offset_s")
 PHASES = ("warmup", "main", "cooldown")
 
 
-class ArrivalError(ValueError):
+class ArrivalError(ConfigError):
     """An arrival trace that cannot be replayed: the message names the file and line."""
 
 

@@ -98,6 +98,10 @@ class LoadEngine:
         self.arrivals = 0
         self._closed_counter = 0
         self._closed_active = 0
+        self._closed_users = 0
+        self._paced = False
+        self._flushing = True
+        self.failure: str | None = None
         self._flusher: gevent.Greenlet | None = None
 
     def _warm_up_tokenizers(self) -> None:
@@ -139,7 +143,7 @@ class LoadEngine:
 
     def start_flusher(self) -> None:
         def flush_loop() -> None:
-            while True:
+            while self._flushing:
                 gevent.sleep(min(0.25, self.spec.record.flush_interval_s / 4))
                 self.flush_off_loop(only_if_due=True)
 
@@ -177,8 +181,9 @@ class LoadEngine:
         return left
 
     def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.kill()
+        if self._flusher is not None:  # let a write in progress finish: never kill it
+            self._flushing = False
+            self._flusher.join(timeout=30)
         self.writer.close()
         for c in self.clients.values():
             try:
@@ -189,26 +194,35 @@ class LoadEngine:
     # -- open loop -----------------------------------------------------------------------
 
     def run_open(self) -> None:
-        """Walk the schedule(s) and dispatch this process's share of the arrivals."""
+        """Walk the schedule(s) and dispatch this process's share of the arrivals.
+
+        Runs once per process: locust may call a task again (after an error, or when it
+        rebalances users), and replaying the schedule would duplicate requests.
+        """
+        if self._paced:
+            return
+        self._paced = True
         self.wait_started()
-        if self.load.pairing == "independent":
-            group = gevent.pool.Group()
-            for k, arm in enumerate(self.arm_names):
-                group.spawn(self._pace, [arm], k + 1)
-            group.join()
-        else:
-            self._pace(self.arm_names, 0)
+        try:
+            if self.load.pairing == "independent":
+                group = gevent.pool.Group()
+                for k, arm in enumerate(self.arm_names):
+                    group.spawn(self._pace, [arm], k + 1)
+                group.join(raise_error=True)
+            else:
+                self._pace(self.arm_names, 0)
+        except Exception as exc:
+            log.exception("the arrival schedule failed; stopping this load process")
+            self.failure = f"{type(exc).__name__}: {exc}"
+            self.stop()
         self.drain(self.load.stop_timeout_s if not self.stop_event.is_set() else 2.0)
         self.done.set()
 
     def _pace(self, arms: list[str], stream: int) -> None:
         schedule = build_schedule(self.load, self.root, stream=stream)
-        n, w = self.n_workers, self.worker_index
-        for i, offset in enumerate(schedule.offsets()):
+        for i, offset in schedule.for_worker(self.worker_index, self.n_workers):
             if self.stop_event.is_set():
                 break
-            if i % n != w:
-                continue
             self._sleep_until(offset)
             if self.stop_event.is_set():
                 break
@@ -233,16 +247,24 @@ class LoadEngine:
         """One closed-loop user: send (to every arm, mirrored), wait, repeat until the end."""
         self.wait_started()
         self._closed_active += 1
+        user = self._closed_users  # this user's ordinal in this process
+        self._closed_users += 1
         try:
-            self._closed_loop()
+            self._closed_loop(user)
+        except Exception as exc:
+            log.exception("a closed-loop user failed; stopping this load process")
+            self.failure = f"{type(exc).__name__}: {exc}"
+            self.stop()
         finally:
             self._closed_active -= 1
             if self._closed_active == 0:
                 self.drain(self.load.stop_timeout_s if not self.stop_event.is_set() else 2.0)
                 self.done.set()
 
-    def _closed_loop(self) -> None:
+    def _closed_loop(self, user: int) -> None:
         load = self.load
+        # independent pairing: each user keeps to one arm, so arms get equal concurrency
+        own_arm = self.arm_names[(user * self.n_workers + self.worker_index) % len(self.arm_names)]
         while not self.stop_event.is_set():
             k = self._closed_counter
             self._closed_counter += 1
@@ -257,7 +279,7 @@ class LoadEngine:
             self.arrivals += 1
             phase = phase_of(elapsed, load)
             if load.pairing == "independent":
-                arms = [self.arm_names[i % len(self.arm_names)]]
+                arms = [own_arm]
                 pair_id = None
             else:
                 arms = list(self.arm_names)
@@ -283,39 +305,40 @@ class LoadEngine:
         phase: str,
     ) -> None:
         cap = self.arm_caps.get(arm)
-        records: list[RequestRecord] = []
+        emitted: list[RequestRecord] = []
+
+        def record(rec: RequestRecord) -> None:
+            # each attempt is recorded as it ends, so a kill during a backoff loses nothing
+            emitted.append(rec)
+            self._record(arm, rec)
+
         try:
             if cap is not None:
                 with cap:
-                    records = self._execute(arm, item, request_id, pair_id, t_sched_ns, phase)
+                    self._execute(arm, item, request_id, pair_id, t_sched_ns, phase, record)
             else:
-                records = self._execute(arm, item, request_id, pair_id, t_sched_ns, phase)
+                self._execute(arm, item, request_id, pair_id, t_sched_ns, phase, record)
         except gevent.GreenletExit:
-            records = [self._cancelled(arm, item, request_id, pair_id, t_sched_ns, phase)]
+            rec = self._failure(arm, item, request_id, pair_id, t_sched_ns, phase, "cancelled",
+                                "the run stopped before the request finished")  # fmt: skip
+            rec.attempt = len(emitted)
+            self._record(arm, rec)
             raise
         except Exception as exc:  # a client bug must not lose the row or kill the run
             log.exception("request %s to arm %s failed inside the client", request_id, arm)
-            records = [
-                self.clients[arm].failure_record(
-                    item,
-                    request_id=request_id,
-                    error_type="bad_response",
-                    message=f"client error: {exc!r}",
-                    pair_id=pair_id,
-                    t_scheduled_ns=t_sched_ns,
-                    phase=phase,
-                    t_virtual_ns=self._virtual_ns(t_sched_ns),
-                )
-            ]
-        finally:
-            for rec in records:
-                self.writer.add_record(rec)
-                self.counts[arm]["ok" if rec.status == "ok" else rec.error_type or "error"] += 1
-                if self.on_record is not None:
-                    try:
-                        self.on_record(rec)
-                    except Exception:
-                        log.debug("record listener failed", exc_info=True)
+            rec = self._failure(arm, item, request_id, pair_id, t_sched_ns, phase, "bad_response",
+                                f"client error: {exc!r}")  # fmt: skip
+            rec.attempt = len(emitted)
+            self._record(arm, rec)
+
+    def _record(self, arm: str, rec: RequestRecord) -> None:
+        self.writer.add_record(rec)
+        self.counts[arm]["ok" if rec.status == "ok" else rec.error_type or "error"] += 1
+        if self.on_record is not None:
+            try:
+                self.on_record(rec)
+            except Exception:
+                log.debug("record listener failed", exc_info=True)
 
     def _execute(
         self,
@@ -325,6 +348,7 @@ class LoadEngine:
         pair_id: str | None,
         t_sched: int,
         phase: str,
+        on_row: Any,
     ) -> list[RequestRecord]:
         return self.clients[arm].execute(
             item,
@@ -333,9 +357,10 @@ class LoadEngine:
             t_scheduled_ns=t_sched,
             phase=phase,
             t_virtual_ns=self._virtual_ns(t_sched),
+            on_row=on_row,
         )
 
-    def _cancelled(
+    def _failure(
         self,
         arm: str,
         item: WorkItem,
@@ -343,12 +368,14 @@ class LoadEngine:
         pair_id: str | None,
         t_sched: int,
         phase: str,
+        error_type: str,
+        message: str,
     ) -> RequestRecord:
         return self.clients[arm].failure_record(
             item,
             request_id=request_id,
-            error_type="cancelled",
-            message="the run stopped before the request finished",
+            error_type=error_type,
+            message=message,
             pair_id=pair_id,
             t_scheduled_ns=t_sched,
             phase=phase,
@@ -361,4 +388,5 @@ class LoadEngine:
             "arrivals": self.arrivals,
             "rows": self.writer.rows_written + self.writer.pending,
             "counts": {arm: dict(c) for arm, c in self.counts.items()},
+            "failure": self.failure,
         }

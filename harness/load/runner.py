@@ -18,7 +18,7 @@ import locust  # noqa: F401  (monkey-patches for gevent before anything else)
 
 import contextlib
 import logging
-import os
+import math
 import signal
 import socket
 import subprocess
@@ -32,13 +32,26 @@ import gevent
 from locust.env import Environment
 from omegaconf import DictConfig, OmegaConf
 
-from harness.config import Config, ConfigError, TargetConfig, project_root, resolve_arm
+from harness.config import (
+    Config,
+    ConfigError,
+    LoadConfig,
+    RecordConfig,
+    TargetConfig,
+    WorkloadConfig,
+    project_root,
+    resolve_arm,
+    validate_load,
+    validate_record,
+)
+from harness.load.arrivals import build_schedule
 from harness.load.engine import LoadEngine
 from harness.load.spec import RunSpec
 from harness.load.users import ClosedLoopUser, PacerUser, install_engine
 from harness.record.manifest import RunManifest, make_run_dir, new_run_id, point_latest
 from harness.record.schema import RequestRecord
 from harness.record.writer import MetricsWriter
+from harness.workloads import build_workload
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +102,27 @@ def check_api_keys(arms: dict[str, TargetConfig]) -> None:
 
     for name, target in arms.items():
         resolve_api_key(name, target)
+
+
+def _typed(klass: type, node: Any) -> Any:
+    """A config node as its dataclass (defaults filled, types checked)."""
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(klass), node))
+
+
+def _reap(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
+    """Wait for a child process, then terminate it, then kill it."""
+    if proc.poll() is not None:
+        return
+    try:
+        proc.wait(timeout=grace_s)
+        return
+    except subprocess.TimeoutExpired:
+        proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
 
 
 def _free_port() -> int:
@@ -150,17 +184,25 @@ class ExperimentRun:
         self.interrupted = False
         self.worker_procs: list[subprocess.Popen] = []
         self.done_workers: dict[int, dict[str, Any]] = {}
+        self.ready_workers: set[int] = set()
+        self.worker_failures: list[str] = []
+        self._signal_handles: list[Any] = []
+        self.failures: list[str] = []
+        self.engine_stats: list[dict[str, Any]] = []
 
     # -- setup ---------------------------------------------------------------------------
 
     def prepare(self) -> RunSpec:
         cfg = self.cfg
-        load = cfg.load
-        if load.duration_s is not None and load.warmup_s + load.cooldown_s >= load.duration_s:
-            raise ConfigError(
-                f"load.warmup_s ({load.warmup_s}) + load.cooldown_s ({load.cooldown_s}) must be "
-                f"shorter than load.duration_s ({load.duration_s}): nothing would be analysed"
-            )
+        load = _typed(LoadConfig, cfg.load)
+        workload = _typed(WorkloadConfig, cfg.workload)
+        record = _typed(RecordConfig, cfg.record)
+        validate_load(load)
+        validate_record(record)
+        # Build what the load processes will build, so bad files fail before any process starts.
+        build_workload(workload, self.root).item(0)
+        if load.mode == "open":
+            next(iter(build_schedule(load, self.root).offsets()), None)
         self.arms = resolve_arms(cfg, self.root / "configs")
         check_api_keys(self.arms)
         experiment = str(cfg.experiment.name)
@@ -187,21 +229,14 @@ class ExperimentRun:
                     "rate": cfg.load.rate if cfg.load.mode == "open" else None,
                     "concurrency": cfg.load.concurrency,
                     "arrival": cfg.load.arrival,
+                    "shape": cfg.load.shape,
                     "pairing": cfg.load.pairing,
+                    **self._expected_arrivals(load),
                 },
                 "sweep": self.sweep,
             },
         )
         point_latest(reports_dir, self.run_dir)
-        load = OmegaConf.to_object(
-            OmegaConf.merge(OmegaConf.structured(type(Config().load)), cfg.load)
-        )
-        workload = OmegaConf.to_object(
-            OmegaConf.merge(OmegaConf.structured(type(Config().workload)), cfg.workload)
-        )
-        record = OmegaConf.to_object(
-            OmegaConf.merge(OmegaConf.structured(type(Config().record)), cfg.record)
-        )
         return RunSpec(
             run_id=run_id,
             experiment=experiment,
@@ -214,6 +249,27 @@ class ExperimentRun:
             n_workers=max(1, int(cfg.load.workers) + int(cfg.load.remote_workers)),
             seed=int(cfg.load.seed),
         )
+
+    def _expected_arrivals(self, load: LoadConfig) -> dict[str, Any]:
+        """Offered load over the analysed (main-phase) window, from the arrival process itself.
+
+        With a shape (ramp, steps, diurnal) or a trace, ``rate`` alone is not what was offered:
+        the expected count ``Lambda(end) - Lambda(start)`` is. Per arm (mirrored arrivals go
+        to every arm). Absent for closed loop and when ``max_requests`` caps the run.
+        """
+        if load.mode != "open" or load.max_requests is not None:
+            return {}
+        start = load.warmup_s
+        end = load.duration_s - load.cooldown_s
+        if not math.isfinite(end):
+            return {}
+        process = build_schedule(load, self.root, stream=0).process
+        expected = process.expected_count(end) - process.expected_count(start)
+        return {
+            "expected_arrivals": expected,
+            "window_s": end - start,
+            "expected_rate": expected / (end - start) if end > start else None,
+        }
 
     @staticmethod
     def _arm_info(t: TargetConfig) -> dict[str, Any]:
@@ -267,7 +323,10 @@ class ExperimentRun:
         from harness.targets.metrics import MetricsScraper
 
         self.metrics_writer = MetricsWriter(
-            self.run_dir, prefix="m", flush_interval_s=spec.record.flush_interval_s
+            self.run_dir,
+            prefix="m",
+            flush_interval_s=spec.record.flush_interval_s,
+            auto_flush=False,
         )
         for name, target in self.arms.items():
             on = target.scrape_metrics
@@ -287,7 +346,10 @@ class ExperimentRun:
 
     def _on_metric_rows(self, rows: list[dict[str, Any]]) -> None:
         self.metrics_writer.extend(rows)
-        self.metrics_writer.maybe_flush()
+        if self.metrics_writer.due():  # write in gevent's thread pool: fsync never stalls sends
+            batch = self.metrics_writer.take()
+            if batch is not None:
+                gevent.get_hub().threadpool.apply(self.metrics_writer.write_batch, batch)
 
     # -- load ----------------------------------------------------------------------------
 
@@ -295,16 +357,10 @@ class ExperimentRun:
         return PacerUser if spec.load.mode == "open" else ClosedLoopUser
 
     def _user_count(self, spec: RunSpec) -> int:
-        if spec.load.mode == "open":
-            return spec.n_workers
-        if not spec.load.concurrency:
-            raise ConfigError("load.concurrency: required (>= 1) when load.mode=closed")
-        return int(spec.load.concurrency)
+        return spec.n_workers if spec.load.mode == "open" else int(spec.load.concurrency or 1)
 
     def drive(self, spec: RunSpec) -> None:
         load = spec.load
-        if load.mode not in ("open", "closed"):
-            raise ConfigError(f"load.mode: {load.mode!r} is not 'open' or 'closed'")
         user_class = self._user_class(spec)
         env = Environment(user_classes=[user_class], events=locust.events)
         self.env = env
@@ -316,30 +372,29 @@ class ExperimentRun:
             )
             port = runner.master_bind_port
             runner.register_message("harness_done", self._on_worker_done)
-            spec.save(self.run_dir / "runtime.json")  # for the record; workers get it by message
+            runner.register_message("harness_ready", self._on_worker_ready)
+            runner.register_message("harness_failed", self._on_worker_failed)
             for _ in range(load.workers):
-                self.worker_procs.append(
-                    subprocess.Popen(
-                        [sys.executable, "-m", "harness", "worker", "--master-port", str(port)],
-                    )
+                proc = subprocess.Popen(
+                    [sys.executable, "-m", "harness", "worker", "--master-port", str(port)],
                 )
+                self.worker_procs.append(proc)
+                self.stack.callback(_reap, proc)  # never leave a worker behind, whatever fails
             if load.remote_workers:
                 print(
                     f"waiting for {load.remote_workers} remote worker(s): run `harness worker "
                     f"--master-host <this host> --master-port {port}` on each machine",
                     flush=True,
                 )
-            deadline = time.monotonic() + (60 if not load.remote_workers else 600)
-            while runner.worker_count < spec.n_workers:
-                if time.monotonic() > deadline:
-                    raise RunError(
-                        f"only {runner.worker_count} of {spec.n_workers} locust workers connected"
-                    )
-                if any(p.poll() is not None for p in self.worker_procs):
-                    raise RunError("a locust worker process exited during start-up (see above)")
-                gevent.sleep(0.1)
-            t0 = time.time_ns() + int(1.0e9)
-            runner.send_message("harness_start", {"spec": asdict(spec), "t0_ns": t0})
+            timeout = 60 if not load.remote_workers else 600
+            self._wait_workers(lambda: runner.worker_count, spec.n_workers, timeout, "connected")
+            # Two phases: every worker builds its engine (clients, workload, Parquet warm-up)
+            # from the spec, says it is ready, and only then is the common start time fixed,
+            # so no worker starts late and bursts its first arrivals.
+            runner.send_message("harness_spec", {"spec": asdict(spec)})
+            self._wait_workers(lambda: len(self.ready_workers), spec.n_workers, 120, "ready")
+            t0 = time.time_ns() + int(0.5e9)
+            runner.send_message("harness_t0", {"t0_ns": t0})
         else:
             runner = env.create_local_runner()
             engine = LoadEngine(
@@ -384,6 +439,25 @@ class ExperimentRun:
             self._finish_load(runner, engine, spec)
         print(progress.line(), flush=True)
 
+    def _wait_workers(self, count: Any, n: int, timeout_s: float, what: str) -> None:
+        deadline = time.monotonic() + timeout_s
+        while count() < n:
+            if self.worker_failures:
+                raise RunError(f"a locust worker failed: {self.worker_failures[0]}")
+            if time.monotonic() > deadline:
+                raise RunError(f"only {count()} of {n} locust workers {what} in {timeout_s:.0f} s")
+            if any(p.poll() is not None for p in self.worker_procs):
+                raise RunError("a locust worker process exited during start-up (see above)")
+            gevent.sleep(0.05)
+
+    def _on_worker_ready(self, environment: Environment, msg: Any, **kw: Any) -> None:
+        self.ready_workers.add(int((msg.data or {}).get("worker", -1)))
+
+    def _on_worker_failed(self, environment: Environment, msg: Any, **kw: Any) -> None:
+        error = str((msg.data or {}).get("error", "unknown error"))
+        self.worker_failures.append(error)
+        self.stop_reason = self.stop_reason or f"a locust worker failed: {error}"
+
     def _check_error_rate(self, progress: _Progress, limit: float | None) -> None:
         if limit is None:
             return
@@ -408,9 +482,12 @@ class ExperimentRun:
                 engine.stop()
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            gevent.signal_handler(sig, handler)
+            self._signal_handles.append(gevent.signal_handler(sig, handler))
 
     def _finish_load(self, runner: Any, engine: LoadEngine | None, spec: RunSpec) -> None:
+        for handle in self._signal_handles:  # Ctrl-C works normally again (e.g. in the report)
+            handle.cancel()
+        self._signal_handles.clear()
         if engine is not None:
             engine.stop()
             if not engine.done.is_set():
@@ -427,15 +504,12 @@ class ExperimentRun:
                     gevent.sleep(0.1)
             runner.quit()
             for p in self.worker_procs:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    p.terminate()
-                    try:
-                        p.wait(timeout=5)
-                    except subprocess.TimeoutExpired:
-                        p.kill()
+                _reap(p, grace_s=15)
             self.engine_stats = list(self.done_workers.values())
+        failures = [st["failure"] for st in self.engine_stats if st.get("failure")]
+        failures += self.worker_failures
+        if failures:
+            self.failures = failures
 
     # -- the whole run -------------------------------------------------------------------
 
@@ -457,6 +531,15 @@ class ExperimentRun:
         except BaseException as exc:
             self.manifest.finish("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
             raise
+        if self.failures:
+            error = "; ".join(self.failures)[:2000]
+            self.manifest.finish(
+                "failed",
+                error=error,
+                stop_reason=self.stop_reason,
+                load_processes=self.engine_stats,
+            )
+            raise RunError(f"the load failed: {error} (rows recorded so far are in {self.run_dir})")
         self.manifest.finish(status, stop_reason=self.stop_reason, load_processes=self.engine_stats)
         return self.run_dir
 
@@ -464,11 +547,3 @@ class ExperimentRun:
 def run_experiment(cfg: Config | DictConfig, *, sweep: dict[str, Any] | None = None) -> Path:
     """Run one experiment; returns its run directory."""
     return ExperimentRun(cfg, sweep=sweep).run()
-
-
-def spec_as_dict(spec: RunSpec) -> dict[str, Any]:
-    return asdict(spec)
-
-
-def _env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -1,16 +1,14 @@
 """The resolved, JSON-serialisable description of one run that every load process shares.
 
 The master resolves the Hydra config once (arms merged with their presets, simulator URLs
-filled in) and writes it as ``RUN_DIR/runtime.json``; locust worker processes read it, so
-all processes send the same traffic to the same endpoints. It holds no secrets: API keys are
-read from the environment by each process.
+filled in) and sends it to every locust worker process in a message, so all processes send
+the same traffic to the same endpoints. It holds no secrets: API keys are read from the
+environment by each process.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from omegaconf import OmegaConf
@@ -30,15 +28,6 @@ class RunSpec:
     record: RecordConfig
     n_workers: int = 1
     seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, default=str)
-
-    def save(self, path: Path) -> None:
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.to_json(), encoding="utf-8")
-        tmp.replace(path)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunSpec:
@@ -56,9 +45,4 @@ class RunSpec:
             record=typed(RecordConfig, d["record"]),
             n_workers=int(d.get("n_workers", 1)),
             seed=int(d.get("seed", 0)),
-            extra=dict(d.get("extra") or {}),
         )
-
-    @classmethod
-    def read(cls, path: Path) -> RunSpec:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))

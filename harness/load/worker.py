@@ -1,9 +1,10 @@
 """A locust worker process: ``harness worker --master-host H --master-port P [--run-dir DIR]``.
 
-It connects to the master, learns its worker index, and waits for the master's
-``harness_start`` message, which carries the resolved run spec and the common start time.
-It then builds its own :class:`LoadEngine` (own clients, own part files
-``w<index>-part-*.parquet``) and runs its share of the one coordinated schedule.
+It connects to the master and learns its worker index. The master's ``harness_spec``
+message carries the resolved run spec: the worker builds its own :class:`LoadEngine` (own
+clients, own part files ``w<index>-part-*.parquet``) and answers ``harness_ready``; once all
+workers are ready, ``harness_t0`` fixes the common start time, and each worker runs its share
+of the one coordinated schedule.
 ``--run-dir`` redirects its part files (a worker on another machine writes locally; copy
 ``requests/w<index>-part-*`` into the run directory afterwards, the names never collide).
 SIGINT/SIGTERM stop it gracefully: requests in flight get a short grace, then everything
@@ -48,27 +49,38 @@ def main(argv: list[str] | None = None) -> int:
     ready = gevent.event.Event()
     holder: dict[str, LoadEngine] = {}
 
-    def on_start(environment: Environment, msg: Any, **kw: Any) -> None:
-        spec = RunSpec.from_dict(msg.data["spec"])
-        if args.run_dir:
-            spec.run_dir = args.run_dir
-        engine = LoadEngine(
-            spec,
-            worker_index=index,
-            n_workers=spec.n_workers,
-            on_record=lambda r: fire_locust_event(env, r),
-        )
+    def on_spec(environment: Environment, msg: Any, **kw: Any) -> None:
+        """Phase 1: build the engine (clients, workload, warm-ups), then report ready."""
+        try:
+            spec = RunSpec.from_dict(msg.data["spec"])
+            if args.run_dir:
+                spec.run_dir = args.run_dir
+            engine = LoadEngine(
+                spec,
+                worker_index=index,
+                n_workers=spec.n_workers,
+                on_record=lambda r: fire_locust_event(env, r),
+            )
+        except Exception as exc:  # tell the master at once instead of leaving it waiting
+            logging.getLogger(__name__).exception("worker %d could not start", index)
+            runner.send_message("harness_failed", {"worker": index, "error": f"{exc}"})
+            return
         install_engine(engine)
         engine.start_flusher()
-        engine.set_t0(int(msg.data["t0_ns"]))
         holder["engine"] = engine
+        runner.send_message("harness_ready", {"worker": index})
+
+    def on_t0(environment: Environment, msg: Any, **kw: Any) -> None:
+        """Phase 2: the common start time; the pacer starts at t0."""
+        holder["engine"].set_t0(int(msg.data["t0_ns"]))
         ready.set()
 
     def on_stop(environment: Environment, msg: Any, **kw: Any) -> None:
         if "engine" in holder:
             holder["engine"].stop()
 
-    runner.register_message("harness_start", on_start)
+    runner.register_message("harness_spec", on_spec)
+    runner.register_message("harness_t0", on_t0)
     runner.register_message("harness_stop", on_stop)
 
     def report_done() -> None:

@@ -22,7 +22,9 @@ from pathlib import Path
 from typing import Any
 
 REDACTED = "***redacted***"
-_SECRET_KEY = re.compile(r"(api_?key|secret|token|password|authorization)$", re.IGNORECASE)
+_SECRET_KEY = re.compile(
+    r"(key|secret|token|password|passwd|authorization|credentials?)$", re.IGNORECASE
+)
 _KEY_PACKAGES = (
     "llm-canary-harness",
     "locust",
@@ -63,6 +65,18 @@ def redact(obj: Any) -> Any:
     if isinstance(obj, list):
         return [redact(v) for v in obj]
     return obj
+
+
+def redact_argv(argv: list[str]) -> list[str]:
+    """Command-line words with the values of secret-looking ``key=value`` overrides hidden."""
+    out = []
+    for word in argv:
+        key, sep, value = word.partition("=")
+        if sep and value and _SECRET_KEY.search(key.lstrip("+~").rsplit(".", 1)[-1]):
+            out.append(f"{key}={REDACTED}")
+        else:
+            out.append(word)
+    return out
 
 
 def package_versions() -> dict[str, str | None]:
@@ -124,7 +138,7 @@ class RunManifest:
             "arms": redact(arms),
             "versions": package_versions(),
             "host": host_info(),
-            "argv": [a for a in sys.argv],
+            "argv": redact_argv(list(sys.argv)),
         }
         if extra:
             data.update(redact(extra))

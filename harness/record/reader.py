@@ -2,9 +2,10 @@
 
 A run directory holds part files written by one or more processes, possibly in Hive-style
 subfolders (``requests/worker=0/part-000001.parquet``). This module finds them (recursively,
-ignoring names that start with ``.`` or ``_`` and ``*.tmp`` files), reads only the columns
-asked for, and upgrades files written with an older ``harness.schema_version``: a column the
-file lacks is added as nulls of the current type (or taken from a ``key=value`` folder name).
+``*.parquet`` only, so ``*.tmp`` files never match; names that start with ``.`` or ``_`` are
+ignored), reads only the columns asked for, and upgrades files written with an older
+``harness.schema_version``: a column the file lacks is added as nulls of the current type (or
+taken from a ``key=value`` folder name).
 A file that is not Parquet, or Parquet that is not ours, raises :class:`ReaderError` naming it.
 
 Low-cardinality string columns (arm, phase, status, ...) are read dictionary-encoded, which
@@ -50,14 +51,14 @@ class ReaderError(ValueError):
 
 
 def list_parts(directory: Path) -> list[Path]:
-    """Part files under ``directory`` (recursive, sorted), skipping ``.``/``_`` names and ``*.tmp``."""
+    """``*.parquet`` files under ``directory`` (recursive, sorted), skipping ``.``/``_`` names."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
     out = []
     for p in sorted(directory.rglob("*.parquet")):
         rel = p.relative_to(directory).parts
-        if any(part.startswith((".", "_")) for part in rel) or p.name.endswith(".tmp"):
+        if any(part.startswith((".", "_")) for part in rel):
             continue
         if p.is_file():
             out.append(p)

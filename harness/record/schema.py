@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: t_arrival added (readers fill it with nulls for version 1)
 
 #: Closed set of error types (``error_type`` column). ``None`` when ``status == "ok"``.
 ERROR_TYPES = (
@@ -59,6 +59,7 @@ REQUEST_SCHEMA = pa.schema(
         pa.field("t_first_token", _TS),
         pa.field("t_end", _TS),
         pa.field("t_virtual", _TS),
+        pa.field("t_arrival", _TS),  # the logical request's original t_scheduled (all attempts)
         pa.field("queue_delay_s", pa.float64()),  # t_sent - t_scheduled
         pa.field("ttft_s", pa.float64()),  # t_first_token - t_sent
         pa.field("e2e_s", pa.float64()),  # t_end - t_sent
@@ -125,6 +126,7 @@ class RequestRecord:
     t_first_token: int | None = None
     t_end: int | None = None
     t_virtual: int | None = None
+    t_arrival: int | None = None
     queue_delay_s: float | None = None
     ttft_s: float | None = None
     e2e_s: float | None = None

@@ -8,15 +8,17 @@ stage: the numbers come from ``harness.analysis`` and the sections in
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.analysis.compare import arm_values, compare_samples
+from harness.analysis.compare import arm_clusters, arm_values, compare_samples
 from harness.analysis.data import RunData, load_run
 from harness.analysis.errors import errors_summary
 from harness.analysis.goodput import goodput_summary
 from harness.analysis.latency import latency_summary
+from harness.analysis.metrics import ITL_KEY
 from harness.analysis.sweep import DEFAULT_ATTAINMENT, load_value, sweep_curve, sweep_point
 from harness.analysis.throughput import throughput_summary
 from harness.config import AnalysisConfig
@@ -28,11 +30,11 @@ from harness.report.markdown import md_escape, md_table
 from harness.report.plots import PlotRef, PlotWriter, plot_cdfs, plot_shift, plot_sweep
 from harness.report.sections import (
     COMPARISON_HEAD,
-    HEADLINE_METRICS,
     SECTIONS,
     Summary,
     comparison_rows,
-    comparison_sentence,
+    headline_sentences,
+    offered_text,
 )
 
 #: Version of the summary.json layout (bump when a key changes meaning or moves).
@@ -59,12 +61,12 @@ def _header(data: RunData) -> Summary:
     }
 
 
-def build_summary(data: RunData) -> tuple[Summary, dict[str, list[PlotRef]]]:
+def build_summary(data: RunData) -> Summary:
     """Compute every section of :data:`SECTIONS` (no plots written)."""
     summary = _header(data)
     for section in SECTIONS:
         summary[section.key] = section.compute(data, summary)
-    return summary, {}
+    return summary
 
 
 def build_report(run_dir: Path, *, analysis: AnalysisConfig | None = None) -> dict[str, Any]:
@@ -75,7 +77,7 @@ def build_report(run_dir: Path, *, analysis: AnalysisConfig | None = None) -> di
     """
     run_dir = Path(run_dir)
     data = load_run(run_dir, analysis)
-    summary, _ = build_summary(data)
+    summary = build_summary(data)
     writer = PlotWriter(run_dir / "plots")
     plots: dict[str, list[PlotRef]] = {}
     for section in SECTIONS:
@@ -122,8 +124,8 @@ def render_memo(summary: Summary) -> str:
         "",
         f"Arms: {arms or 'none'}. Status {md_escape(run['status'] or 'unknown')}; "
         f"{fmt.num(run['rows'])} requests analysed over {fmt.seconds(run['analysed_duration_s'])} "
-        f"(phases: {md_escape(', '.join(run['phases']))}); offered {md_escape(off.get('mode') or '?')} "
-        f"load {fmt.num(off.get('rate'))} req/s per arm. Figures: {run['statistics']['confidence']:.0%} "
+        f"(phases: {md_escape(', '.join(run['phases']))}); offered load "
+        f"{md_escape(offered_text(off))}. Figures: {run['statistics']['confidence']:.0%} "
         "bootstrap confidence intervals; details in report.html and summary.json.",
         "",
     ]
@@ -174,7 +176,8 @@ def compare_runs(run_a: Path, run_b: Path, out_dir: Path | None = None) -> Path:
     for arm_a, arm_b in matched:
         key = arm_a if arm_a == arm_b else f"{arm_a}|{arm_b}"
         va, vb = arm_values(da, arm_a), arm_values(db, arm_b)
-        res = compare_samples(va, vb, settings)
+        clusters = {ITL_KEY: (arm_clusters(da, arm_a), arm_clusters(db, arm_b))}
+        res = compare_samples(va, vb, settings, clusters)
         pairs.append(
             {"arm": key, "baseline": f"{key} {label_a}", "other": f"{key} {label_b}", **res}
         )
@@ -246,9 +249,7 @@ def _run_ref(d: RunData) -> dict[str, Any]:
 
 
 def _compare_html(s: Summary, plots: list[PlotRef]) -> str:
-    conf = s["statistics"]["confidence"]
-    lines = [comparison_sentence(p, k, q, conf) for p in s["comparison"]["pairs"]
-             for k in HEADLINE_METRICS for q in ("p50", "p99")]  # fmt: skip
+    lines = headline_sentences(s["comparison"]["pairs"], s["statistics"]["confidence"])
     rows = []
     for arm, v in s["per_arm"].items():
         for side in ("a", "b"):
@@ -286,10 +287,9 @@ def _compare_memo(s: Summary) -> str:
         "## Headline",
         "",
     ]
-    for p in s["comparison"]["pairs"]:
-        for k in HEADLINE_METRICS:
-            for q in ("p50", "p99"):
-                out.append("- " + md_escape(comparison_sentence(p, k, q, conf), 1000))
+    out += [
+        "- " + md_escape(line, 1000) for line in headline_sentences(s["comparison"]["pairs"], conf)
+    ]
     if not s["comparison"]["pairs"]:
         out.append("- No arms in common: nothing compared.")
     rows = []
@@ -314,12 +314,14 @@ def build_sweep_report(
     """Latency-vs-load curve and the highest load meeting the SLO, per arm, over a sweep's runs.
 
     Each run's load is its manifest ``sweep.value`` (else ``offered.rate`` /
-    ``config.load.rate``). A load meets the SLO when the goodput share is >= ``attainment``.
+    ``config.load.rate``). A load meets the SLO when the goodput share is >= ``attainment``
+    in every run at that load. Each run is judged against its own SLO (``runs[].slo``);
+    ``slo`` is the common one, or null with ``slos_differ`` true when the runs disagree.
     Writes summary.json, plots/, report.html and memo.md into ``out_dir``; returns the summary.
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    points, runs, slo, sweep_meta = [], [], None, {}
+    points, runs, sweep_meta = [], [], {}
     for rd in run_dirs:
         data = load_run(Path(rd))
         part = {
@@ -329,10 +331,14 @@ def build_sweep_report(
             "errors": errors_summary(data),
         }
         points.append(sweep_point(data, part))
-        runs.append({"run_id": data.run_id, "dir": str(rd), "load": load_value(data.manifest)})
-        slo = slo or next((g["slo"] for g in part["goodput"].values()), None)
+        slo = asdict(data.analysis.slo)
+        runs.append(
+            {"run_id": data.run_id, "dir": str(rd), "load": load_value(data.manifest), "slo": slo}
+        )
         sweep_meta = sweep_meta or (data.manifest.get("sweep") or {})
     curve = sweep_curve(points, attainment)
+    slos = [r["slo"] for r in runs]
+    differ = any(x != slos[0] for x in slos)
     summary = json_safe(
         {
             "schema_version": SUMMARY_SCHEMA_VERSION,
@@ -341,7 +347,8 @@ def build_sweep_report(
             "sweep_id": sweep_meta.get("id"),
             "param": sweep_meta.get("param"),
             "attainment": attainment,
-            "slo": slo,
+            "slo": None if differ or not slos else slos[0],
+            "slos_differ": differ,
             "runs": sorted(runs, key=lambda r: (r["load"] is None, r["load"] or 0)),
             "arms": curve,
         }
@@ -388,16 +395,34 @@ def _max_load_lines(s: Summary) -> list[str]:
     return out
 
 
+def _slo_bounds(slo: dict[str, Any]) -> str:
+    return (
+        f"TTFT {fmt.bound(slo.get('ttft_s'))}, TPOT {fmt.bound(slo.get('tpot_s'))}, "
+        f"E2E {fmt.bound(slo.get('e2e_s'))}"
+    )
+
+
+def _sweep_slo_lines(s: Summary) -> list[str]:
+    """The SLO of the sweep, or one line per run when the runs used different SLOs."""
+    if not s.get("slos_differ"):
+        return [f"SLO: {_slo_bounds(s['slo'] or {})}."]
+    return ["The runs used different SLOs; each run is judged against its own:"] + [
+        f"{r['run_id']} (load {fmt.num(r['load'])}): {_slo_bounds(r['slo'] or {})}"
+        for r in s["runs"]
+    ]
+
+
 def _sweep_html(s: Summary, plots: list[PlotRef]) -> str:
-    slo = s["slo"] or {}
+    slo_lines = _sweep_slo_lines(s)
     intro = (
         f"A load meets the SLO when at least {s['attainment']:.0%} of requests meet every bound "
-        f"(TTFT {fmt.bound(slo.get('ttft_s'))}, TPOT {fmt.bound(slo.get('tpot_s'))}, E2E "
-        f"{fmt.bound(slo.get('e2e_s'))}); the maximum is the highest load with every lower load "
-        "also meeting it."
+        "in every run at that load; the maximum is the highest load with every lower load "
+        f"also meeting it. {slo_lines[0]}"
     )
     sections = [
-        ("max", "Capacity", h.section("max", "Capacity at the SLO", [h.p(intro), h.ul(_max_load_lines(s))])),
+        ("max", "Capacity", h.section("max", "Capacity at the SLO", [
+            h.p(intro), *([h.ul(slo_lines[1:])] if len(slo_lines) > 1 else []),
+            h.ul(_max_load_lines(s))])),
         ("points", "Points", h.section("points", "Sweep points", [h.table(_SWEEP_HEAD, _sweep_rows(s))])),
         ("plots", "Plots", h.section("plots", "Plots", [h.figure(p) for p in plots])),
     ]  # fmt: skip
@@ -410,7 +435,10 @@ def _sweep_memo(s: Summary) -> str:
         f"# Load sweep {md_escape(s.get('sweep_id') or '')} ({md_escape(s.get('param') or 'load')})",
         "",
         f"{len(s['runs'])} runs; a load meets the SLO when >= {s['attainment']:.0%} of requests "
-        "meet every bound.",
+        "meet every bound in every run at that load.",
+        "",
+        md_escape(_sweep_slo_lines(s)[0]),
+        *[f"- {md_escape(line)}" for line in _sweep_slo_lines(s)[1:]],
         "",
         *[f"- {md_escape(line)}" for line in _max_load_lines(s)],
         "",

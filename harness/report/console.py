@@ -2,28 +2,33 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
+from harness.report import fmt
 
-def _ms(v: Any) -> str:
-    return "-" if v is None else f"{v * 1000:.0f} ms" if v >= 0.01 else f"{v * 1000:.1f} ms"
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def _pct(v: Any) -> str:
-    return "-" if v is None else f"{v * 100:.1f}%"
+def plain(text: Any) -> str:
+    """Terminal-safe text: control characters (escape sequences included) become '?'."""
+    return _CONTROL.sub("?", str(text))
 
 
 def format_summary(summary: dict[str, Any]) -> str:
     """Per arm: requests, errors by type, retries, goodput, p50/p99 TTFT, TPOT and E2E."""
-    lines = [f"run {summary.get('run_id')} ({summary.get('experiment')})"]
+    lines = [f"run {plain(summary.get('run_id'))} ({plain(summary.get('experiment'))})"]
     run = summary.get("run") or {}
     if run:
-        lines[0] += f": {run.get('status', '?')}, {run.get('rows', 0)} rows"
+        lines[0] += f": {plain(run.get('status', '?'))}, {run.get('rows', 0)} rows"
     latency = summary.get("latency") or {}
     errors = summary.get("errors") or {}
     goodput = summary.get("goodput") or {}
     throughput = summary.get("throughput") or {}
-    header = f"{'arm':<14}{'requests':>9}{'errors':>8}{'retry':>7}{'goodput':>9}  {'TTFT p50/p99':>19}  {'TPOT p50/p99':>17}  {'E2E p50/p99':>19}  {'out tok/s':>9}"
+    header = (
+        f"{'arm':<14}{'requests':>9}{'errors':>8}{'retry':>7}{'goodput':>9}  "
+        f"{'TTFT p50/p99':>19}  {'TPOT p50/p99':>19}  {'E2E p50/p99':>19}  {'out tok/s':>9}"
+    )
     lines.append(header)
     lines.append("-" * len(header))
     for arm in summary.get("arms") or {}:
@@ -34,21 +39,22 @@ def format_summary(summary: dict[str, Any]) -> str:
 
         def pair(metric: str, lat: dict[str, Any] = lat) -> str:
             m = lat.get(metric) or {}
-            return f"{_ms(m.get('p50'))} / {_ms(m.get('p99'))}"
+            return f"{fmt.seconds(m.get('p50'))} / {fmt.seconds(m.get('p99'))}"
 
         tps = tp.get("output_tps")
         lines.append(
-            f"{arm:<14}{err.get('requests', 0):>9}{err.get('errors', 0):>8}"
-            f"{_pct(err.get('retry_rate')):>7}{_pct(gp.get('share')):>9}  {pair('ttft_s'):>19}  "
-            f"{pair('tpot_s'):>17}  {pair('e2e_s'):>19}  {'-' if tps is None else f'{tps:.0f}':>9}"
+            f"{plain(arm):<14}{err.get('requests', 0):>9}{err.get('errors', 0):>8}"
+            f"{fmt.pct(err.get('retry_rate')):>7}{fmt.pct(gp.get('share')):>9}  "
+            f"{pair('ttft_s'):>19}  {pair('tpot_s'):>19}  {pair('e2e_s'):>19}  "
+            f"{'n/a' if tps is None else f'{tps:.0f}':>9}"
         )
         by_type = err.get("by_type") or {}
         if by_type:
             kinds = ", ".join(
-                f"{k}: {v.get('count', v) if isinstance(v, dict) else v}"
+                f"{plain(k)}: {v.get('count', v) if isinstance(v, dict) else v}"
                 for k, v in by_type.items()
             )
             lines.append(f"{'':<14}errors by type: {kinds}")
     for caveat in (summary.get("caveats") or [])[:5]:
-        lines.append(f"note: {caveat}")
+        lines.append(f"note: {plain(caveat)}")
     return "\n".join(lines)

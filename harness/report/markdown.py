@@ -34,8 +34,10 @@ def md_table(headers: Sequence[Any], rows: Iterable[Sequence[Any]]) -> list[str]
     return out
 
 
+#: Longest table cell (characters) before truncation.
+CELL_LIMIT = 300
+
+
 def md_cell(text: Any) -> str:
-    """A table cell: HTML-escaped, pipes and backticks escaped, one line (numbers stay readable)."""
-    s = " ".join(("" if text is None else str(text)).split())
-    s = html.escape(s, quote=False)
-    return s.replace("\\", "\\\\").replace("|", "\\|").replace("`", "\\`")
+    """A table cell: :func:`md_escape` (numbers and units have nothing to escape)."""
+    return md_escape(text, CELL_LIMIT)

@@ -3,7 +3,9 @@
 Every plot function takes summary pieces (or arrays) and a :class:`PlotWriter`, and returns
 the :class:`PlotRef` it wrote, or None when there is nothing to draw. :meth:`PlotWriter.save`
 refuses a figure whose axes lack a label, so every axis says what it shows and in which unit.
-SVG text is kept as text (``svg.fonttype: none``) so labels can be searched.
+SVG text is kept as text (``svg.fonttype: none``) so labels can be searched. Math text is
+off (``text.parse_math: False``): labels carry names from the data (arms, runs), and a name
+like ``$\\foo$`` must print as itself, not be parsed (and crash) as TeX.
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 from harness.analysis.metrics import METRIC_LABELS  # noqa: E402
 from harness.analysis.stats import subsample  # noqa: E402
 
-plt.rcParams.update({"svg.fonttype": "none", "figure.dpi": 100, "axes.grid": True})
+plt.rcParams.update(
+    {"svg.fonttype": "none", "figure.dpi": 100, "axes.grid": True, "text.parse_math": False}
+)
 #: Points per arm drawn in a CDF (a seeded uniform subsample beyond it).
 CDF_MAX_POINTS = 20_000
 
@@ -95,17 +100,19 @@ def plot_cdfs(
     fig, axes = plt.subplots(rows, cols, figsize=(5.5 * cols, 3.6 * rows), squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=False):
         positive = True
+        lo, hi = math.inf, 0.0
         for series, vals in values.items():
             v = np.asarray(vals.get(key, []), dtype=np.float64)
             v = np.sort(subsample(v[np.isfinite(v)], CDF_MAX_POINTS, seed))
             if v.size == 0:
                 continue
             positive &= bool(v[0] > 0)
+            lo, hi = min(lo, float(v[0])), max(hi, float(v[-1]))
             ax.step(
                 v, np.arange(1, v.size + 1) / v.size, where="post", label=f"{series} (n={v.size:,})"
             )
-        if positive:
-            ax.set_xscale("log")
+        if positive and hi > 10 * lo:  # a log axis only where the data span a decade
+            _log_axis(ax.xaxis, ax.set_xscale)
         ax.set_xlabel(_label(key))
         ax.set_ylabel("Cumulative share" if key != "itl_s" else "Cumulative share of gaps")
         ax.set_ylim(0, 1.01)
@@ -113,6 +120,14 @@ def plot_cdfs(
     for ax in list(axes.flat)[len(keys) :]:
         ax.set_visible(False)
     return writer.save(fig, name, title)
+
+
+def _log_axis(axis: Any, set_scale: Any) -> None:
+    """Log scale with plain-number labels (``0.05``, not ``5x10^-2``) and no minor labels,
+    which matplotlib otherwise writes in scientific notation until they overlap."""
+    set_scale("log")
+    axis.set_major_formatter(ticker.FuncFormatter(lambda v, _pos: f"{v:g}"))
+    axis.set_minor_formatter(ticker.NullFormatter())
 
 
 def plot_latency_over_time(over_time: dict[str, Any], writer: PlotWriter) -> PlotRef | None:
@@ -194,7 +209,7 @@ def plot_throughput(throughput: dict[str, Any], writer: PlotWriter) -> PlotRef |
         if _finite(th.get("offered_rps")):
             offered = th["offered_rps"]
     if offered is not None:
-        axes[0].axhline(offered, color="k", ls="--", lw=0.8, label="offered")
+        axes[0].axhline(offered, color="k", ls="--", lw=0.8, label="offered (window mean)")
     bin_s = next(iter(throughput.values()))["over_time"]["bin_s"]
     for ax, ylabel in zip(
         axes, ("Requests per second (req/s)", "Output tokens per second (tok/s)"), strict=True
@@ -281,7 +296,7 @@ def plot_sweep(curve: dict[str, Any], writer: PlotWriter) -> PlotRef | None:
     for ax, key in zip(axes[:2], ("ttft_s", "e2e_s"), strict=True):
         ax.set_xlabel("Achieved throughput (req/s)")
         ax.set_ylabel(_label(key))
-        ax.set_yscale("log")
+        _log_axis(ax.yaxis, ax.set_yscale)
         ax.legend(fontsize=8)
     axes[2].set_xlabel("Offered load (sweep value)")
     axes[2].set_ylabel("Goodput share (requests meeting SLO)")

@@ -99,7 +99,28 @@ def comparison_sentence(pair: dict[str, Any], metric: str, q: str, confidence: f
     return f"{label}: {faster} is faster than {slower} by {fmt.seconds(abs(d))}{times} ({values}; {ci_txt})."
 
 
+def headline_sentences(pairs: list[dict[str, Any]], confidence: float) -> list[str]:
+    """:func:`comparison_sentence` for every pair, headline metric and p50/p99, in order."""
+    return [
+        comparison_sentence(p, k, q, confidence)
+        for p in pairs
+        for k in HEADLINE_METRICS
+        for q in ("p50", "p99")
+    ]
+
+
 # ---------------------------------------------------------------- run
+
+
+def offered_text(off: dict[str, Any]) -> str:
+    """Plain text of the offered load: mode, base rate and, when not flat, shape/arrival."""
+    txt = f"{off.get('mode') or '?'} at {fmt.num(off.get('rate'))} req/s per arm"
+    extra = []
+    if off.get("shape") not in (None, "none"):
+        extra.append(f"shape {off['shape']}")
+    if off.get("arrival") == "trace":
+        extra.append("trace replay")
+    return txt + (f" ({', '.join(extra)}; see Throughput for the offered mean)" if extra else "")
 
 
 def _run_compute(data: RunData, summary: Summary) -> dict[str, Any]:
@@ -126,6 +147,8 @@ def _run_compute(data: RunData, summary: Summary) -> dict[str, Any]:
             "bootstrap_method": "percentile; scipy.stats.bootstrap up to bootstrap_max_n "
             "values, order-statistic bootstrap beyond (same distribution, all values used)",
             "seed": a.seed,
+            "itl_bootstrap": "cluster bootstrap over requests (gaps of one request are "
+            "correlated); past a cap, a uniform sample of requests rescaled by sqrt(m/n)",
             "quantile_method": "linear (numpy default, Hyndman-Fan type 7)",
         },
         "slices": list(data.slices),
@@ -155,8 +178,7 @@ def _run_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
         h.p(
             f"Status {run['status'] or 'unknown'}; phases analysed: {', '.join(run['phases'])}; "
             f"analysed duration {fmt.seconds(run['analysed_duration_s'])}; offered load "
-            f"{off.get('mode') or '?'} at {fmt.num(off.get('rate'))} req/s per arm "
-            f"(concurrency {fmt.num(off.get('concurrency'))})."
+            f"{offered_text(off)} (concurrency {fmt.num(off.get('concurrency'))})."
         ),
         h.p(
             f"SLO: TTFT {fmt.bound(slo['ttft_s'])}, TPOT {fmt.bound(slo['tpot_s'])}, "
@@ -164,7 +186,8 @@ def _run_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
             f"percentile-bootstrap CIs, {run['statistics']['bootstrap_resamples']} resamples, "
             f"seed {run['statistics']['seed']} (scipy.stats.bootstrap up to "
             f"{run['statistics']['bootstrap_max_n']:,} values per sample; beyond, the exact "
-            "order-statistic bootstrap over every value)."
+            "order-statistic bootstrap over every value). ITL CIs resample requests, not "
+            "gaps (cluster bootstrap)."
         ),
     ]
 
@@ -333,18 +356,13 @@ def _comparison_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
     pairs = s["comparison"]["pairs"]
     if not pairs:
         return [h.p("Only one arm: nothing to compare.")]
-    conf = s["run"]["statistics"]["confidence"]
-    lines = [
-        comparison_sentence(p, k, q, conf)
-        for p in pairs
-        for k in HEADLINE_METRICS
-        for q in ("p50", "p99")
-    ]
+    lines = headline_sentences(pairs, s["run"]["statistics"]["confidence"])
     return [
         h.p(
             "Difference = other minus baseline (negative: other is faster), with independent-"
-            "sample bootstrap CIs of the quantile difference. The shift function plots the "
-            "same difference at every decile."
+            "sample bootstrap CIs of the quantile difference (ITL: requests are resampled, "
+            "not gaps, since the gaps of one request are correlated). The shift function "
+            "plots the same difference at every decile."
         ),
         h.ul(lines),
         h.table(COMPARISON_HEAD, comparison_rows(pairs)),
@@ -356,13 +374,8 @@ def _comparison_memo(s: Summary) -> list[str]:
     pairs = s["comparison"]["pairs"]
     if not pairs:
         return ["## Headline", "", "Only one arm was measured: no side-by-side comparison."]
-    conf = s["run"]["statistics"]["confidence"]
-    out = ["## Headline", ""]
-    for p in pairs:
-        for k in HEADLINE_METRICS:
-            for q in ("p50", "p99"):
-                out.append("- " + md_escape(comparison_sentence(p, k, q, conf), limit=1000))
-    return out
+    lines = headline_sentences(pairs, s["run"]["statistics"]["confidence"])
+    return ["## Headline", "", *["- " + md_escape(line, limit=1000) for line in lines]]
 
 
 # ---------------------------------------------------------------- goodput
@@ -476,14 +489,23 @@ def _throughput_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
             fmt.num(t["request_rps"]),
             fmt.num(t["output_tps"]),
             fmt.num(t["offered_rps"]),
+            fmt.num(t["scheduled_rps"]),
             fmt.num(t["achieved_arrival_rps"]),
             fmt.pct(t["achieved_vs_offered"]),
         ]  # fmt: skip
         for arm, t in s["throughput"].items()
     ]
-    head = ["arm", "completed", "req/s", "output tok/s", "offered req/s", "achieved arrivals/s",
-            "achieved / offered"]  # fmt: skip
-    return [h.table(head, rows), *[h.figure(p) for p in plots]]
+    head = ["arm", "completed", "req/s", "output tok/s", "offered req/s", "scheduled req/s",
+            "sent req/s", "sent / offered"]  # fmt: skip
+    return [
+        h.p(
+            "Offered: expected arrivals per second over the analysed window (load shape "
+            "included). Scheduled and sent: first attempts per second by scheduled and by "
+            "actual send time; sent below scheduled means the client fell behind."
+        ),
+        h.table(head, rows),
+        *[h.figure(p) for p in plots],
+    ]
 
 
 def _throughput_memo(s: Summary) -> list[str]:
@@ -491,8 +513,8 @@ def _throughput_memo(s: Summary) -> list[str]:
     for arm, t in s["throughput"].items():
         out.append(
             f"- {md_escape(arm)}: {fmt.num(t['request_rps'])} req/s completed, "
-            f"{fmt.num(t['output_tps'])} output tok/s; arrivals {fmt.num(t['achieved_arrival_rps'])}"
-            f"/s vs offered {fmt.num(t['offered_rps'])}/s."
+            f"{fmt.num(t['output_tps'])} output tok/s; arrivals sent "
+            f"{fmt.num(t['achieved_arrival_rps'])}/s vs offered {fmt.num(t['offered_rps'])}/s."
         )
     return out
 
@@ -576,9 +598,13 @@ def caveats(data: RunData, s: Summary) -> list[str]:
                        "very few points and their CIs are wide.")  # fmt: skip
         elif n_ok < 1000:
             out.append(f"Arm {arm!r} has {n_ok} successful requests: p99.9 is not reliable.")
-        ratio = s["throughput"][arm]["achieved_vs_offered"]
-        if isinstance(ratio, float) and math.isfinite(ratio) and ratio < 0.9:
-            out.append(f"Arm {arm!r} received {ratio:.0%} of the offered arrival rate: the load "
+        th = s["throughput"][arm]
+        ratio = th["achieved_vs_offered"]
+        if th["offered_note"] and th["offered_note"] not in out:
+            out.append(th["offered_note"])
+        if (isinstance(ratio, float) and math.isfinite(ratio) and ratio < 0.9
+                and th["achieved_below_offered"]):  # fmt: skip
+            out.append(f"Arm {arm!r} sent {ratio:.0%} of the offered arrival rate: the load "
                        "generator did not deliver its schedule.")  # fmt: skip
         qd = s["latency"][arm]["queue_delay_s"]["p99"]
         if isinstance(qd, float) and math.isfinite(qd) and qd > 0.05:

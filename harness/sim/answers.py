@@ -1,8 +1,9 @@
 """Reference answers: the simulator answers eval-set prompts right with a set probability.
 
-Eval files are JSONL items ``{"id", "category", "prompt", "answer"}``. A request whose prompt
-(the last user message, stripped) equals an item's ``prompt`` is answered with the item's
-``answer`` when ``u(seed, item id) < accuracy``, otherwise with a plausible wrong answer: a
+Eval files are JSONL items ``{"id", "category", "prompt", "answer"}``, read and checked by the
+workloads' reader (:func:`harness.workloads.eval.read_eval_file`: a malformed line is an error
+naming ``file:line``, never skipped). A request whose prompt (the last user message, stripped)
+equals an item's ``prompt`` is answered with the item's ``answer`` when ``u(seed, item id) < accuracy``, otherwise with a plausible wrong answer: a
 number off by a small nonzero amount, or another answer of the same category (a vocabulary
 word when there is none). ``u`` is a fixed uniform draw per (server seed, item), so an item
 right at accuracy 0.84 is also right at 0.92: lowering accuracy only flips items to wrong.
@@ -11,26 +12,16 @@ right at accuracy 0.84 is also right at 0.92: lowering accuracy only flips items
 from __future__ import annotations
 
 import glob
-import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import orjson
+from harness.config import project_root
 
 from .tokens import VOCAB, request_rng
 
-log = logging.getLogger(__name__)
-
 _INT = re.compile(r"^-?\d+$")
 _DEC = re.compile(r"^-?\d+\.(\d+)$")
-
-
-def project_root() -> Path:
-    """The checkout's root (the folder holding ``workloads/``), found from the package."""
-    import harness
-
-    return Path(harness.__file__).resolve().parent.parent
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,13 +49,18 @@ class AnswerBook:
     @classmethod
     def load(cls, patterns: list[str], root: Path | None = None) -> AnswerBook:
         """Items from the JSONL files matching ``patterns`` (relative to ``root``, default the
-        project root). Missing files give an empty book; malformed lines are skipped."""
+        project root). A pattern matching no file adds nothing; a malformed file raises
+        :class:`harness.workloads.base.WorkloadError` (a ``ValueError``) naming the line."""
+        from harness.workloads.eval import read_eval_file  # numpy: only when answers are on
+
         root = project_root() if root is None else root
         items: list[EvalItem] = []
+        ids: dict[str, str] = {}
         for pattern in patterns:
             full = pattern if Path(pattern).is_absolute() else str(root / pattern)
             for path in sorted(glob.glob(full)):
-                items.extend(_read_items(Path(path)))
+                for line in read_eval_file(Path(path), ids):
+                    items.append(EvalItem(line.sample_id, line.category, line.prompt, line.answer))
         return cls(items)
 
     def lookup(self, prompt: str) -> EvalItem | None:
@@ -93,21 +89,3 @@ class AnswerBook:
         if others:
             return rng.choice(others)
         return rng.choice([w for w in VOCAB if w != ref.lower()])
-
-
-def _read_items(path: Path) -> list[EvalItem]:
-    items = []
-    with path.open("rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = orjson.loads(line)
-                items.append(
-                    EvalItem(
-                        str(d["id"]), str(d.get("category", "")), d["prompt"], str(d["answer"])
-                    )
-                )
-            except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                log.warning("%s:%d: skipped eval item (%s)", path, lineno, exc)
-    return items

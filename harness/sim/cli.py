@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         runner = asyncio.run
     try:
         runner(_serve(settings, args.host, args.port, args.exit_with_parent))
+    except ParamError as exc:  # e.g. a malformed eval file, found when the server starts
+        print(f"harness sim: error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(
             f"harness sim: error: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr

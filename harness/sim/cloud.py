@@ -9,7 +9,12 @@ std-dev itl_jitter (exactly itl_ms when itl_jitter is 0).
 Rate limits are token buckets holding one minute of allowance (like OpenAI's limits, which
 allow a burst of a minute's worth and refill continuously): requests cost 1 against
 ``rpm_limit`` and prompt + max_tokens against ``tpm_limit``. A refused request gets 429 with
-``Retry-After`` = seconds until the bucket holds enough.
+``Retry-After`` = seconds until the bucket holds enough. A request that costs more than a
+whole bucket can never go (wait ``inf``): the server answers it 429 without ``Retry-After``.
+
+Every draw for one request (its faults, TTFT and token gaps) comes from that request's own
+generator, seeded from the server seed and the request's arrival index, so one request's
+draws never depend on another's.
 """
 
 from __future__ import annotations
@@ -68,7 +73,8 @@ class RateLimiter:
 
     def check(self, params: CloudParams, tokens: int, now: float) -> tuple[str, float] | None:
         """``None`` (and charge the buckets) if the request may go, else (kind, retry_after_s)
-        with kind ``requests`` or ``tokens``."""
+        with kind ``requests`` or ``tokens``; retry_after_s is ``inf`` for a request larger
+        than the whole bucket (it can never go)."""
         rpm = self._bucket("_rpm", params.rpm_limit, now)
         tpm = self._bucket("_tpm", params.tpm_limit, now)
         wait_r = rpm.wait_for(1, now) if rpm else 0.0
@@ -133,16 +139,29 @@ class Faults:
     truncate_at: int | None = None  # close the connection before token k
 
 
-def draw_faults(rng: random.Random, p: CommonParams, n_tokens: int) -> Faults:
-    """Independent draws for each configured fault rate."""
+def draw_rejection(rng: random.Random, p: CommonParams) -> tuple[int | None, bool]:
+    """(injected 5xx status or None, injected 429): decided before the request is accepted."""
     status = None
     if p.error_rate > 0 and rng.random() < p.error_rate:
         status = rng.choice(p.error_statuses)
     limited = p.rate_limited_rate > 0 and rng.random() < p.rate_limited_rate
+    return status, limited
+
+
+def draw_stream_faults(
+    rng: random.Random, p: CommonParams, n_tokens: int
+) -> tuple[int | None, int | None]:
+    """(stall_at, truncate_at) for an accepted response of ``n_tokens`` tokens."""
     stall = trunc = None
     if isinstance(p, CloudParams):
         if p.stall_rate > 0 and rng.random() < p.stall_rate:
             stall = rng.randrange(max(1, n_tokens))
         if p.truncate_rate > 0 and rng.random() < p.truncate_rate:
             trunc = 1 + rng.randrange(max(1, n_tokens - 1)) if n_tokens > 1 else 0
-    return Faults(status, limited, stall, trunc)
+    return stall, trunc
+
+
+def draw_faults(rng: random.Random, p: CommonParams, n_tokens: int) -> Faults:
+    """Independent draws for each configured fault rate (both phases at once)."""
+    status, limited = draw_rejection(rng, p)
+    return Faults(status, limited, *draw_stream_faults(rng, p, n_tokens))

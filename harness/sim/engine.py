@@ -9,7 +9,10 @@ budget and the KV cache allow (vLLM V1's scheduler).
 KV cache: ``kv_cache_tokens / block_size`` blocks. A sequence holds ceil(computed tokens /
 block_size) blocks. When a running sequence needs a block and none is free, the most recently
 admitted running sequence is preempted (recompute: its blocks are freed and it goes back to the
-front of the queue, to prefill its prompt and the tokens it had generated again).
+front of the queue, to prefill its prompt and the tokens it had generated again). A sequence
+that could not fit even alone in the whole cache (prompt + output - 1 tokens of KV, the last
+token is sampled but never cached) is refused by :meth:`Engine.add` instead of being queued
+forever (the server answers such requests 400 before they reach the engine).
 
 Prefix cache: full prompt blocks, keyed by chained hashes of their tokens, stay cached after
 their sequence ends (evicted least recently freed first). A new sequence whose leading blocks
@@ -26,6 +29,7 @@ estimates); :class:`harness.sim.server.EngineDriver` runs it against the wall cl
 
 from __future__ import annotations
 
+import math
 import random
 from collections import OrderedDict, deque
 from collections.abc import Iterable
@@ -69,8 +73,6 @@ class Step:
     start: float
     duration: float
     scheduled: list[tuple[Sequence, int]]
-    num_prefill_tokens: int
-    num_decode_seqs: int
 
 
 class Engine:
@@ -95,10 +97,20 @@ class Engine:
         self.busy_time = 0.0
 
     # -- queue --------------------------------------------------------------------------
-    def add(self, seq: Sequence) -> None:
-        """Queue ``seq``; it is admitted at a following step."""
+    def fits(self, prompt_len: int, max_output: int) -> bool:
+        """Whether a sequence of this shape fits in the whole KV cache on its own."""
+        kv_tokens = prompt_len + max(max_output, 1) - 1
+        return -(-kv_tokens // self.block_size) <= self.total_blocks
+
+    def add(self, seq: Sequence) -> bool:
+        """Queue ``seq`` (admitted at a following step); ``False`` (and ``seq`` aborted) when
+        it could never fit in the KV cache, which would block the queue forever."""
+        if not self.fits(seq.prompt_len, seq.max_output):
+            seq.status = ABORTED
+            return False
         seq.status = WAITING
         self.waiting.append(seq)
+        return True
 
     def abort(self, seq: Sequence) -> None:
         """Drop ``seq`` (client gone) and free its KV blocks; a no-op once finished."""
@@ -217,7 +229,7 @@ class Engine:
             waiting = self.waiting
             while waiting and len(running) < p.max_num_seqs and budget > 0:
                 seq = waiting[0]
-                hits = self._prefix_hit(seq) if seq.num_computed == 0 else []
+                hits = self._prefix_hit(seq)  # a waiting sequence holds no computed tokens
                 hit_tokens = len(hits) * bs
                 n = min(seq.num_tokens - hit_tokens, budget)
                 evictable_hits = sum(1 for h in hits if self.cache[h] == 0)
@@ -254,7 +266,7 @@ class Engine:
         )
         if p.step_jitter > 0:
             ms *= max(0.5, 1.0 + p.step_jitter * self.rng.gauss(0.0, 1.0))
-        return Step(now, ms / 1000.0, scheduled, n_prefill, n_decode)
+        return Step(now, ms / 1000.0, scheduled)
 
     def finish_step(self, step: Step, end: float) -> tuple[list[Sequence], list[Sequence]]:
         """Complete ``step`` at time ``end``: (sequences that sampled a token, of which
@@ -301,11 +313,12 @@ class Arrival:
 @dataclass(frozen=True, slots=True)
 class SeqResult:
     arrival: float
-    ttft: float
-    e2e: float
+    ttft: float  # NaN when no token came
+    e2e: float  # NaN when it did not finish
     output_len: int
     cached_tokens: int
     preemptions: int
+    finished: bool  # False: refused (could never fit) or still running when the run ended
 
 
 @dataclass
@@ -319,15 +332,21 @@ class SimulationResult:
     output_tokens: int
 
     @property
+    def unfinished(self) -> int:
+        """Requests that did not finish (refused by the engine, or cut off)."""
+        return sum(not r.finished for r in self.results)
+
+    @property
     def throughput(self) -> float:
         """Output tokens per virtual second."""
         return self.output_tokens / self.duration if self.duration > 0 else 0.0
 
 
-def prompt_tokens_for(a: Arrival) -> list[str]:
-    """A token list for ``a``: its shared prefix, then tokens unique to the request."""
+def prompt_tokens_for(a: Arrival, index: int) -> list[str]:
+    """A token list for ``a``, arrival number ``index``: its shared prefix, then tokens
+    unique to the request (keyed by the index: simultaneous arrivals differ too)."""
     toks = [f"p{a.prefix}:{i}" for i in range(min(a.prefix_len, a.prompt_len))]
-    toks += [f"u{a.t}:{i}" for i in range(a.prompt_len - len(toks))]
+    toks += [f"u{index}:{i}" for i in range(a.prompt_len - len(toks))]
     return toks
 
 
@@ -347,10 +366,12 @@ def simulate(params: VllmParams, arrivals: Iterable[Arrival], seed: int = 0) -> 
     while pending or eng.has_work:
         while pending and pending[0].t + overhead <= t:
             a = pending.popleft()
-            hashes = block_hashes(prompt_tokens_for(a), params.block_size) if a.prefix_len else []
-            seq = Sequence(len(seqs), a.prompt_len, a.output_len, hashes, arrival=a.t)
+            k = len(seqs)
+            toks = prompt_tokens_for(a, k) if a.prefix_len else []
+            hashes = block_hashes(toks, params.block_size) if toks else []
+            seq = Sequence(k, a.prompt_len, a.output_len, hashes, arrival=a.t)
             seqs.append((a, seq))
-            eng.add(seq)
+            eng.add(seq)  # refused ones stay unfinished
         step = eng.schedule(t)
         if step is None:
             if not pending:
@@ -366,11 +387,12 @@ def simulate(params: VllmParams, arrivals: Iterable[Arrival], seed: int = 0) -> 
     results = [
         SeqResult(
             a.t,
-            (s.first_token_time or t) - a.t,
-            (s.finish_time or t) - a.t,
+            math.nan if s.first_token_time is None else s.first_token_time - a.t,
+            math.nan if s.finish_time is None else s.finish_time - a.t,
             s.num_output,
             s.cached_tokens or 0,
             s.preemptions,
+            s.status == FINISHED,
         )
         for a, s in seqs
     ]

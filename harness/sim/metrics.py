@@ -13,7 +13,6 @@ with a ``model_name`` label.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Callable
 
 TTFT_BUCKETS = (
     0.001,
@@ -114,7 +113,7 @@ class Histogram:
 
 
 class Metrics:
-    """The simulator's counters and histograms, plus gauges read through callbacks."""
+    """The simulator's counters and histograms (gauges are passed to :meth:`render`)."""
 
     def __init__(self) -> None:
         self.prompt_tokens = 0
@@ -147,6 +146,3 @@ class Metrics:
         out += self.itl.render("vllm:inter_token_latency_seconds", lab)
         out += self.e2e.render("vllm:e2e_request_latency_seconds", lab)
         return ("\n".join(out) + "\n").encode()
-
-
-GaugeFn = Callable[[], dict[str, float]]

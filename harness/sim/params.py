@@ -19,6 +19,7 @@ the command line, ``params:`` in a YAML config file (plus a ``scenario:`` timeli
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -52,6 +53,9 @@ class CommonParams:
     error_statuses: list[int] = field(default_factory=lambda: [500, 503])
     rate_limited_rate: float = 0.0  # share answered 429 regardless of the rate limits
     retry_after_s: float = 1.0  # Retry-After sent with injected 429s
+    # An idle keep-alive connection is closed after this many seconds (uvicorn / vLLM: 5);
+    # a change applies to connections opened afterwards. 0 keeps idle connections open.
+    keep_alive_timeout_s: float = 5.0
 
 
 @dataclass
@@ -66,7 +70,9 @@ class VllmParams(CommonParams):
     max_num_batched_tokens: int = 8192  # per-step token budget; longer prefills are chunked
     block_size: int = 16  # KV block size in tokens; prefix-cache granularity (restart only)
     # KV capacity in tokens (restart only): 8B bf16 uses 128 KiB per token; an H100 at
-    # gpu_memory_utilization 0.9 leaves about 50 GB for KV, about 400k tokens.
+    # gpu_memory_utilization 0.9 leaves about 50 GB for KV, about 400k tokens. At least
+    # max_model_len (vLLM refuses to start otherwise); a request whose prompt + max_tokens
+    # does not fit in the whole cache is answered 400.
     kv_cache_tokens: int = 400_000
     enable_prefix_caching: bool = True
     step_base_ms: float = 10.0  # fixed cost of a step (weights read once per step)
@@ -154,16 +160,19 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
             f = float(value)
         except (TypeError, ValueError):
             raise ParamError(f"parameter {name!r}: expected an integer, got {value!r}") from None
-        if f != int(f):
+        if not math.isfinite(f) or f != int(f):
             raise ParamError(f"parameter {name!r}: expected an integer, got {value!r}")
         return int(f)
     if tp is float:
         if isinstance(value, bool):
             raise ParamError(f"parameter {name!r}: expected a number, got {value!r}")
         try:
-            return float(value)
+            f = float(value)
         except (TypeError, ValueError):
             raise ParamError(f"parameter {name!r}: expected a number, got {value!r}") from None
+        if not math.isfinite(f):
+            raise ParamError(f"parameter {name!r}: expected a finite number, got {value!r}")
+        return f
     if tp is str:
         if not isinstance(value, str | int | float):
             raise ParamError(f"parameter {name!r}: expected a string, got {value!r}")
@@ -193,15 +202,27 @@ def _check(params: CommonParams) -> None:
             raise ParamError(f"parameter {name!r}: expected a positive integer, got {v!r}")
     for f in dataclasses.fields(params):
         v = getattr(params, f.name)
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ParamError(f"parameter {f.name!r}: expected a finite number, got {v!r}")
         if isinstance(v, float) and v < 0 and f.name not in _RATES:
             raise ParamError(f"parameter {f.name!r}: expected a value >= 0, got {v!r}")
     for status in params.error_statuses:
         if not 500 <= status <= 599:
             raise ParamError(f"parameter 'error_statuses': {status} is not a 5xx status")
+    if params.error_rate > 0 and not params.error_statuses:
+        raise ParamError(
+            "parameter 'error_statuses': must list at least one 5xx status when error_rate > 0"
+        )
     if params.output_len_median < 1:
         raise ParamError("parameter 'output_len_median': expected >= 1")
-    if isinstance(params, VllmParams) and params.kv_cache_tokens < params.block_size:
-        raise ParamError("parameter 'kv_cache_tokens': must hold at least one block")
+    if isinstance(params, VllmParams):
+        if params.kv_cache_tokens < params.block_size:
+            raise ParamError("parameter 'kv_cache_tokens': must hold at least one block")
+        if params.max_model_len > params.kv_cache_tokens:
+            raise ParamError(
+                f"parameter 'max_model_len': {params.max_model_len} exceeds the KV cache "
+                f"({params.kv_cache_tokens} kv_cache_tokens); one full-length request must fit"
+            )
 
 
 def validate_updates(profile: str, updates: dict[str, Any], *, running: bool = False) -> dict:
@@ -224,14 +245,28 @@ def validate_updates(profile: str, updates: dict[str, Any], *, running: bool = F
     return out
 
 
-def apply_params(params: CommonParams, updates: dict[str, Any], *, running: bool = False) -> None:
-    """Validate ``updates`` and apply them to ``params`` in place, all or nothing."""
+def trial_params(
+    params: CommonParams, updates: dict[str, Any], *, running: bool = False
+) -> tuple[dict[str, Any], CommonParams]:
+    """(clean updates, a checked copy of ``params`` with them applied); ``params`` is left as
+    it is. Raises ParamError like :func:`apply_params`."""
     profile = next(p for p, c in PARAM_CLASSES.items() if isinstance(params, c))
     clean = validate_updates(profile, updates, running=running)
     trial = dataclasses.replace(params, **clean)
     _check(trial)
+    return clean, trial
+
+
+def commit_params(params: CommonParams, clean: dict[str, Any]) -> None:
+    """Apply updates returned by :func:`trial_params` to ``params`` in place."""
     for name, value in clean.items():
         setattr(params, name, value)
+
+
+def apply_params(params: CommonParams, updates: dict[str, Any], *, running: bool = False) -> None:
+    """Validate ``updates`` and apply them to ``params`` in place, all or nothing."""
+    clean, _ = trial_params(params, updates, running=running)
+    commit_params(params, clean)
 
 
 def params_to_dict(params: CommonParams) -> dict[str, Any]:

@@ -34,9 +34,17 @@ import orjson
 from . import cloud as cloud_model
 from .answers import AnswerBook
 from .engine import Engine, Sequence, Step
-from .http import Connection, Request, frame
+from .http import Connection, Request, error_body, frame
 from .metrics import Metrics
-from .params import CloudParams, ParamError, VllmParams, apply_params, params_to_dict
+from .params import (
+    CloudParams,
+    CommonParams,
+    ParamError,
+    VllmParams,
+    commit_params,
+    params_to_dict,
+    trial_params,
+)
 from .settings import SimSettings
 from .tokens import (
     VOCAB_PIECES,
@@ -144,10 +152,10 @@ class SimServer:
         self.params = settings.params
         self.seed = settings.seed
         self.metrics = Metrics()
-        self.rng = random.Random(settings.seed)  # latency and fault draws
         self.conns: set[Connection] = set()
-        self.answers = self._load_answers()
-        self._nonce = itertools.count()
+        self.answers = self._load_answers(self.params)
+        self._nonce = itertools.count()  # content draws of accepted unseeded requests
+        self._arrivals = itertools.count()  # completion requests, in arrival order
         self.loop: asyncio.AbstractEventLoop | None = None
         self.server: asyncio.AbstractServer | None = None
         self.t0 = 0.0
@@ -177,7 +185,7 @@ class SimServer:
         """Listen on ``host:port`` (0: ephemeral); returns the bound address."""
         self.loop = loop = asyncio.get_running_loop()
         self.server = await loop.create_server(
-            lambda: Connection(self.handle, self.conns),
+            lambda: Connection(self.handle, self.conns, self.params.keep_alive_timeout_s),
             host,
             port,
             backlog=4096,
@@ -204,19 +212,33 @@ class SimServer:
     def _apply_scenario(self, i: int) -> None:
         step = self.settings.scenario[i]
         log.info("scenario at %.1f s: %s %s", step.at_s, step.params, step.note)
-        self._set_params(step.params)
+        try:
+            self._set_params(step.params)
+        except ParamError as exc:  # e.g. a malformed eval file: nothing is changed
+            log.error("scenario at %.1f s not applied: %s", step.at_s, exc)
+            return
         self.applied[i] = True
 
     def _set_params(self, updates: dict[str, Any]) -> None:
-        old = (self.params.reference_answers, list(self.params.eval_files))
-        apply_params(self.params, updates, running=True)
-        if (self.params.reference_answers, list(self.params.eval_files)) != old:
-            self.answers = self._load_answers()
+        """Check ``updates``, load the answer book they need, then commit both (all or
+        nothing: a bad eval file leaves the running parameters as they were)."""
+        clean, trial = trial_params(self.params, updates, running=True)
+        answers = self.answers
+        p = self.params
+        if (trial.reference_answers, trial.eval_files) != (p.reference_answers, p.eval_files):
+            answers = self._load_answers(trial)
+        commit_params(self.params, clean)
+        self.answers = answers
 
-    def _load_answers(self) -> AnswerBook | None:
-        if not self.params.reference_answers:
+    @staticmethod
+    def _load_answers(params: CommonParams) -> AnswerBook | None:
+        """The answer book ``params`` ask for; ParamError for a malformed eval file."""
+        if not params.reference_answers:
             return None
-        book = AnswerBook.load(self.params.eval_files)
+        try:
+            book = AnswerBook.load(params.eval_files)
+        except ValueError as exc:  # WorkloadError: the file and line at fault
+            raise ParamError(f"parameter 'eval_files': {exc}") from None
         log.info("reference answers: %d eval items", len(book))
         return book
 
@@ -246,18 +268,12 @@ class SimServer:
             etype = _OPENAI_TYPES.get(err.status, "invalid_request_error")
         if self.profile == "vllm":
             etype = _VLLM_TYPES.get(err.status, etype)
-        body = {
-            "error": {
-                "message": err.message,
-                "type": etype,
-                "param": err.param,
-                "code": err.code
-                if err.code is not None
-                else (err.status if self.profile == "vllm" else None),
-            }
-        }
+        code = err.code
+        if code is None and self.profile == "vllm":
+            code = err.status
+        body = error_body(err.message, etype, param=err.param, code=code)
         self.metrics.http_errors[err.status] = self.metrics.http_errors.get(err.status, 0) + 1
-        conn.send(err.status, orjson.dumps(body), hdrs + err.headers)
+        conn.send(err.status, body, hdrs + err.headers)
 
     def models(self, req: Request, conn: Connection) -> None:
         p = self.params
@@ -500,6 +516,9 @@ class SimServer:
         return Output(n, rng.randrange(1 << 16), fixed), reason
 
     def completion(self, req: Request, conn: Connection, chat: bool) -> None:
+        """Validate, decide injected faults (the request's own generator, from its arrival
+        index), apply the rate limits, plan the output, then start the response."""
+        index = next(self._arrivals)
         hdrs = self._hdr(req)
         try:
             body = orjson.loads(req.body)
@@ -520,32 +539,68 @@ class SimServer:
             return self.error(conn, hdrs, err)
         p = self.params
         now = req.t_received
-        output, reason = self.plan_output(q)
-        if isinstance(p, CloudParams):
-            limited = self.limiter.check(p, q.prompt_tokens + q.max_tokens, now)
-            if limited is not None:
-                kind, wait = limited
-                return self.error(conn, hdrs, self._rate_limit_error(kind, wait, now))
-        faults = cloud_model.draw_faults(self.rng, p, output.n)
-        if faults.rate_limited:
+        if self.engine is not None and not self.engine.fits(q.prompt_tokens, q.max_tokens):
+            need = q.prompt_tokens + q.max_tokens
+            cap = self.engine.total_blocks * self.engine.block_size
+            what = "messages" if chat else "prompt"
+            return self.error(
+                conn,
+                hdrs,
+                ApiError(
+                    400,
+                    f"This request needs {need} tokens of KV cache ({q.prompt_tokens} in the "
+                    f"{what}, {q.max_tokens} in the completion), more than the server's whole "
+                    f"KV cache holds ({cap} tokens). Please reduce the length of the {what} "
+                    "or completion.",
+                    param=what,
+                    code="context_length_exceeded",
+                ),
+            )
+        rng = request_rng(self.seed, "request", index)  # this request's faults and latencies
+        status, injected_429 = cloud_model.draw_rejection(rng, p)
+        if injected_429:
             return self.error(conn, hdrs, self._rate_limit_error("requests", p.retry_after_s, now))
-        if faults.error_status is not None:
+        if status is not None:
             err = ApiError(
-                faults.error_status,
-                "The server had an error while processing your request. (simulated fault)",
+                status, "The server had an error while processing your request. (simulated fault)"
             )
             if isinstance(p, CloudParams) and p.ttft_ms is None:  # fails after the round trip
-                delay = cloud_model.lognormal_ms(self.rng, p.rtt_ms, p.rtt_sigma)
+                delay = cloud_model.lognormal_ms(rng, p.rtt_ms, p.rtt_sigma)
                 self.loop.call_later(delay, self.error, conn, hdrs, err)
                 return None
             return self.error(conn, hdrs, err)
+        if isinstance(p, CloudParams):  # charged only for requests that are served
+            cost = q.prompt_tokens + q.max_tokens
+            limited = self.limiter.check(p, cost, now)
+            if limited is not None:
+                kind, wait = limited
+                if math.isinf(wait):
+                    return self.error(conn, hdrs, self._too_large_error(kind, cost))
+                return self.error(conn, hdrs, self._rate_limit_error(kind, wait, now))
+        output, reason = self.plan_output(q)
+        stall_at, truncate_at = cloud_model.draw_stream_faults(rng, p, output.n)
         self.metrics.prompt_tokens += q.prompt_tokens
-        resp = Completion(self, conn, q, output, reason, hdrs, now)
+        resp = Completion(self, conn, q, output, reason, hdrs, now, rng)
         self.active += 1
         if self.engine is not None:
             resp.start_engine()
         else:
-            resp.start_cloud(faults)
+            resp.start_cloud(cloud_model.Faults(None, False, stall_at, truncate_at))
+
+    def _too_large_error(self, kind: str, cost: int) -> ApiError:
+        """A request bigger than a whole minute's allowance: 429 like OpenAI's "Request too
+        large", without Retry-After (waiting never helps)."""
+        p: CloudParams = self.params  # type: ignore[assignment]
+        unit, limit, asked = (
+            ("TPM", p.tpm_limit, cost) if kind == "tokens" else ("RPM", p.rpm_limit, 1)
+        )
+        return ApiError(
+            429,
+            f"Request too large for {p.model} on {kind} per min ({unit}): Limit {limit:g}, "
+            f"Requested {asked}. This request can never fit within the limit; reduce the input "
+            "or max_tokens.",
+            code="rate_limit_exceeded",
+        )
 
     def _rate_limit_error(self, kind: str, wait: float, now: float) -> ApiError:
         wait = max(wait, 0.001) if math.isfinite(wait) else 60.0
@@ -586,7 +641,10 @@ class SimServer:
 
     def _fire(self, slot: int) -> None:
         for stream in self._wheel.pop(slot):
-            stream._tick()
+            try:
+                stream._tick()
+            except Exception:  # one broken stream never stops the others due now
+                stream.fail()
 
     # -- engine callbacks ---------------------------------------------------------------
     def _on_step(self, step: Step, sampled: list[Sequence], end: float) -> None:
@@ -598,19 +656,15 @@ class SimServer:
         for seq in sampled:
             c = seq.user
             i = seq.num_output - 1
-            if i:
-                decoded += 1
-                if c.fast_from <= i < c.last:
-                    tail = c.tail[WALK[(c.off + i) & WALK_MASK]]
-                    size = c.plen + len(tail) - 2
-                    data = (HEXLEN[size] if size < 4096 else b"%x\r\n" % size) + c.pre + tail
-                    conn = c.conn
-                    if conn.paused:
-                        conn.write(data)
-                    else:
-                        conn.transport.write(data)
-                    continue
-            c.emit(i, now)
+            try:
+                if i:
+                    decoded += 1
+                    if c.fast_from <= i < c.last:
+                        c.write_token(i)
+                        continue
+                c.emit(i, now)
+            except Exception:  # one broken stream never stops the others in this step
+                c.fail()
         if decoded:
             self.metrics.itl.observe(step.duration, decoded)
 
@@ -629,12 +683,15 @@ class EngineDriver:
         self.handle: asyncio.TimerHandle | None = None
         self.resyncs = 0
 
-    def submit(self, seq: Sequence) -> None:
-        """Queue ``seq``; starts stepping if the engine was idle."""
-        self.engine.add(seq)
+    def submit(self, seq: Sequence) -> bool:
+        """Queue ``seq``; starts stepping if the engine was idle. ``False``: refused (it
+        could never fit in the KV cache)."""
+        if not self.engine.add(seq):
+            return False
         if self.step is None:
             self.vnow = self.loop.time()
             self._next()
+        return True
 
     def _next(self) -> None:
         step = self.engine.schedule(self.vnow)
@@ -684,7 +741,7 @@ class Completion:
         "faults",
         "t_last",
         "done",
-        "cached",
+        "rng",
         "fast_from",
         "last",
         "off",
@@ -701,6 +758,7 @@ class Completion:
         reason: str,
         hdrs: list[tuple[str, str]],
         t0: float,
+        rng: random.Random,
     ) -> None:
         self.srv = srv
         self.conn = conn
@@ -718,7 +776,7 @@ class Completion:
         self.faults: cloud_model.Faults | None = None
         self.t_last = t0
         self.done = False
-        self.cached = 0
+        self.rng = rng  # this request's latency draws
         head = orjson.dumps(self.rid).decode(), orjson.dumps(srv.params.model).decode()
         if q.chat:
             self.pre = (
@@ -754,14 +812,16 @@ class Completion:
         srv.loop.call_at(self.t0 + p.api_overhead_ms / 1000.0, self._submit)
 
     def _submit(self) -> None:
-        if not self.done:
-            self.srv.driver.submit(self.seq)
+        if not self.done and not self.srv.driver.submit(self.seq):
+            log.error("%s: refused by the engine (cannot fit in the KV cache)", self.rid)
+            self.conn.abort()  # tells on_disconnect
+            self.on_disconnect()
 
     def start_cloud(self, faults: cloud_model.Faults) -> None:
         srv = self.srv
         p: CloudParams = srv.params  # type: ignore[assignment]
         self.faults = faults
-        self.next_t = self.t0 + cloud_model.draw_ttft(srv.rng, p, self.q.prompt_tokens)
+        self.next_t = self.t0 + cloud_model.draw_ttft(self.rng, p, self.q.prompt_tokens)
         if faults.stall_at == 0:
             self.next_t += p.stall_s
         if self.q.stream:
@@ -772,7 +832,7 @@ class Completion:
             # The whole body is ready when the last token would have been streamed.
             end = self.next_t
             for k in range(1, self.output.n):
-                end += cloud_model.draw_itl(srv.rng, p)
+                end += cloud_model.draw_itl(self.rng, p)
                 if faults.stall_at == k:
                     end += p.stall_s
             self.handle = srv.loop.call_at(end, self._cloud_body, self.next_t)
@@ -795,11 +855,7 @@ class Completion:
         m = srv.metrics
         m.generation_tokens += 1
         if self.fast_from <= i < self.last:
-            tail = self.tail[WALK[(self.off + i) & WALK_MASK]]
-            size = self.plen + len(tail) - 2
-            conn.transport.write(
-                (HEXLEN[size] if size < 4096 else b"%x\r\n" % size) + self.pre + tail
-            )
+            self.write_token(i)
             m.itl.observe(now - self.t_last)
             self.t_last = now
         else:
@@ -808,7 +864,7 @@ class Completion:
         if i < self.output.n:
             p = srv.params
             self.next_t += (
-                p.itl_ms / 1000.0 if p.itl_jitter <= 0 else cloud_model.draw_itl(srv.rng, p)
+                p.itl_ms / 1000.0 if p.itl_jitter <= 0 else cloud_model.draw_itl(self.rng, p)
             )
             if f.stall_at == i:
                 self.next_t += p.stall_s
@@ -828,6 +884,12 @@ class Completion:
     def _cloud_body(self, t_first: float) -> None:
         if self.done:
             return
+        try:
+            self._cloud_body_now(t_first)
+        except Exception:
+            self.fail()
+
+    def _cloud_body_now(self, t_first: float) -> None:
         f = self.faults
         srv = self.srv
         srv.metrics.ttft.observe(t_first - self.t0)
@@ -838,7 +900,8 @@ class Completion:
                 [("content-type", "application/json"), *self.hdrs],
                 f"content-length: {len(body)}\r\n\r\n",
             )
-            self.conn.transport.write(head + body[: len(body) // 2])
+            if not self.conn.closed:
+                self.conn.transport.write(head + body[: len(body) // 2])
             self._truncate()
             return
         srv.metrics.generation_tokens += self.output.n
@@ -846,6 +909,36 @@ class Completion:
         self._finish(srv.loop.time())
 
     # -- tokens -------------------------------------------------------------------------
+    def write_token(self, i: int) -> None:
+        """Stream token ``i`` (any but the last) as one HTTP chunk: the one place mid-stream
+        chunks are framed. Vocabulary tokens splice pre-encoded bytes; a chat stream's token 0
+        comes after the role chunk. Nothing is written to a closed connection."""
+        conn = self.conn
+        if conn.closed:
+            return
+        if self.fast_from <= i < self.last:
+            tail = self.tail[WALK[(self.off + i) & WALK_MASK]]
+            size = self.plen + len(tail) - 2
+            data = (HEXLEN[size] if size < 4096 else b"%x\r\n" % size) + self.pre + tail
+        else:
+            data = frame(self.pre + self.output.piece(i) + self.suf)
+            if i == 0 and self.q.chat:
+                data = self._role_chunk() + data
+        if conn.paused:
+            conn.write(data)  # drops a client that stopped reading
+        else:
+            conn.transport.write(data)
+
+    def fail(self) -> None:
+        """This stream broke (an exception while writing it): drop its connection and free
+        what it holds, leaving every other stream alone."""
+        log.exception("%s: stream failed; dropping its connection", self.rid)
+        try:
+            self.conn.abort(hard=True)  # tells on_disconnect
+        except Exception:  # the transport may be gone already
+            pass
+        self.on_disconnect()
+
     def emit(self, i: int, now: float) -> None:
         """Token ``i`` is out (at ``now``): stream it; after the last, finish the response."""
         srv = self.srv
@@ -856,17 +949,12 @@ class Completion:
         self.t_last = now
         last = i == self.output.n - 1
         if self.q.stream:
-            first = self._role_chunk() if i == 0 and self.q.chat else b""
-            piece = self.output.piece(i)
             if not last:
-                self.conn.write(
-                    first
-                    + b"%x\r\n%b%b%b\r\n"
-                    % (len(self.pre) + len(piece) + len(self.suf), self.pre, piece, self.suf)
-                )
+                self.write_token(i)
             else:
                 self.done = True
-                self.conn.end_stream(first + self._final_chunks(piece))
+                first = self._role_chunk() if i == 0 and self.q.chat else b""
+                self.conn.end_stream(first + self._final_chunks(self.output.piece(i)))
                 self._account(now)
         elif last:
             self._finish(now)

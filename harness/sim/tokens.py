@@ -1,8 +1,9 @@
 """Token counting and output text for the simulator, cheap by design.
 
 Prompt tokens are whitespace-separated words. Chat prompts add a fixed overhead like OpenAI's
-counting recipe: ``CHAT_TOKENS_PER_MESSAGE`` (3) per message and ``CHAT_REPLY_PRIMING`` (3) for
-the assistant reply, so a chat prompt of one user message with N words is N + 6 tokens and a
+counting recipe (:func:`chat_prompt_tokens`, the one place the rule lives):
+``CHAT_TOKENS_PER_MESSAGE`` (3) per message and ``CHAT_REPLY_PRIMING`` (3) for the assistant
+reply, so a chat prompt of one user message with N words is N + 6 tokens and a
 completions prompt of N words is N tokens. A workload generator that wants N prompt tokens
 writes N - 6 words (chat) or N words (completions).
 
@@ -21,8 +22,11 @@ from typing import Any
 
 import orjson
 
-CHAT_TOKENS_PER_MESSAGE = 3
-CHAT_REPLY_PRIMING = 3
+# Per message: <|role|>, its words, then _MESSAGE_END; after the messages: _REPLY_PRIMING.
+_MESSAGE_END = ("<|end|>", "<|sep|>")
+_REPLY_PRIMING = ("<|assistant|>", "<|start|>", "<|sep|>")
+CHAT_TOKENS_PER_MESSAGE = 1 + len(_MESSAGE_END)
+CHAT_REPLY_PRIMING = len(_REPLY_PRIMING)
 
 VOCAB: tuple[str, ...] = tuple(
     dict.fromkeys(
@@ -53,11 +57,6 @@ _walk_rng = random.Random(20261101)
 WALK: tuple[int, ...] = tuple(_walk_rng.randrange(len(VOCAB)) for _ in range(WALK_MASK + 1))
 
 
-def count_words(text: str) -> int:
-    """Tokens in ``text``: whitespace-separated words."""
-    return len(text.split())
-
-
 def message_text(content: Any) -> str:
     """The text of a chat message's ``content`` (a string, or a list of text parts)."""
     if content is None:
@@ -73,21 +72,14 @@ def message_text(content: Any) -> str:
 
 def chat_prompt_tokens(messages: list[dict[str, Any]]) -> list[str]:
     """The chat prompt as a token list: per message ``<|role|>``, its words, ``<|end|>``,
-    ``<|sep|>``; then three tokens priming the assistant reply."""
+    ``<|sep|>``; then three tokens priming the assistant reply (words + 3 per message + 3)."""
     toks: list[str] = []
     for m in messages:
         toks.append(f"<|{m.get('role')}|>")
         toks.extend(message_text(m.get("content")).split())
-        toks.append("<|end|>")
-        toks.append("<|sep|>")
-    toks.extend(("<|assistant|>", "<|start|>", "<|sep|>"))
+        toks.extend(_MESSAGE_END)
+    toks.extend(_REPLY_PRIMING)
     return toks
-
-
-def count_chat_tokens(messages: list[dict[str, Any]]) -> int:
-    """Prompt tokens of a chat request: words + 3 per message + 3."""
-    n = sum(count_words(message_text(m.get("content"))) for m in messages)
-    return n + CHAT_TOKENS_PER_MESSAGE * len(messages) + CHAT_REPLY_PRIMING
 
 
 def block_hashes(tokens: list[str], block_size: int) -> list[int]:

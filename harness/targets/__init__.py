@@ -4,7 +4,7 @@ the managed ``vllm serve`` launcher and the ``/metrics`` scraper.
 Entry point for the load stage::
 
     client = make_arm_client(arm, target, run_id=..., experiment=...)
-    rows = client.execute(item, request_id=..., pair_id=..., t_scheduled_ns=...)
+    rows = client.execute(item, request_id=..., pair_id=..., t_scheduled_ns=..., on_row=...)
 """
 
 from harness.targets.client import (

@@ -24,6 +24,7 @@ class Attempt:
     __slots__ = (
         "t_scheduled_wall",
         "t_sent",
+        "slot_wait",
         "t_error",
         "times",
         "pieces",
@@ -41,6 +42,7 @@ class Attempt:
     def __init__(self, t_scheduled_wall: int) -> None:
         self.t_scheduled_wall = t_scheduled_wall
         self.t_sent: int = 0
+        self.slot_wait = False  # waited for a connection slot (ended before t_sent if failed)
         self.t_error: int | None = None
         self.times: list[int] = []  # arrival of each content chunk
         self.pieces: list[str] = []  # content text of each content chunk
@@ -96,21 +98,31 @@ def apply_chunk(att: Attempt, obj: Any, t: int, chat: bool) -> None:
         fr = c0.get("finish_reason")
         if fr:
             att.finish_reason = fr
-    elif "error" in obj or obj.get("object") == "error":
+    elif is_error_chunk(obj):
         raise stream_error(obj)
     u = obj.get("usage")
     if u:
         att.usage = u
 
 
-def stream_error(obj: dict[str, Any]) -> AttemptError:
-    """An error object sent inside a 2xx stream (OpenAI ``{"error": ...}``, vLLM ``object=error``)."""
-    err = obj.get("error", obj)
+def is_error_chunk(obj: dict[str, Any]) -> bool:
+    """A choice-less chunk that reports an error: OpenAI ``{"error": {...}}`` or vLLM
+    ``{"object": "error", ...}`` (the test both clients apply)."""
+    return bool(obj.get("error")) or obj.get("object") == "error"
+
+
+def stream_error(obj: dict[str, Any] | str) -> AttemptError:
+    """An error object sent inside a 2xx stream (OpenAI ``{"error": ...}``, vLLM ``object=error``,
+    or the bare error dict or message): 429 rate_limited, other 4xx client_error, else
+    server_error."""
+    err: Any = obj.get("error", obj) if isinstance(obj, dict) else obj
     if not isinstance(err, dict):
         err = {"message": str(err)}
     code = err.get("code")
     msg = str(err.get("message") or err)
-    status = code if isinstance(code, int) else None
+    if isinstance(code, str) and code.isdigit():
+        code = int(code)
+    status = code if isinstance(code, int) and not isinstance(code, bool) else None
     if status == 429:
         etype = "rate_limited"
     elif status is not None and 400 <= status < 500:
@@ -170,11 +182,7 @@ class RecordContext:
         key = item.sample_id
         if key in self._prompt_counts:
             return self._prompt_counts[key]
-        if item.messages is not None:
-            text = "\n".join(str(m.get("content", "")) for m in item.messages)
-        else:
-            text = item.prompt_text()
-        n = count_tokens(text, self.model)
+        n = count_tokens(item.prompt_text(), self.model)
         if len(self._prompt_counts) > 100_000:
             self._prompt_counts.clear()
         self._prompt_counts[key] = n
@@ -195,8 +203,14 @@ def build_record(
     pair_id: str | None,
     phase: str,
     t_virtual: int | None,
+    t_arrival: int | None = None,
 ) -> RequestRecord:
-    """Turn one finished attempt into a row; every derived column comes from ``timing``."""
+    """Turn one finished attempt into a row; every derived column comes from ``timing``.
+
+    ``t_arrival`` is the logical request's original scheduled time (attempt 0's
+    ``t_scheduled``; default this attempt's), so ``t_end - t_arrival`` is the whole wait of a
+    retried request: failed attempts and backoffs included.
+    """
     ok = att.error_type is None
     times = att.times
     t_sent = clock.wall_ns(att.t_sent) if att.t_sent else None
@@ -204,8 +218,8 @@ def build_record(
     t_first = clock.wall_ns(times[0]) if times else None
     if ok:
         t_end = clock.wall_ns(times[-1])
-    elif att.t_error is not None and att.t_sent:
-        t_end = clock.wall_ns(att.t_error)
+    elif att.t_error is not None and (att.t_sent or att.slot_wait):
+        t_end = clock.wall_ns(att.t_error)  # a wait for a connection slot ended it: still an end
     else:
         t_end = None
 
@@ -261,6 +275,7 @@ def build_record(
         t_first_token=t_first,
         t_end=t_end,
         t_virtual=t_virtual if t_virtual is not None else t_sched,
+        t_arrival=t_arrival if t_arrival is not None else t_sched,
         queue_delay_s=timing.queue_delay_s(t_sent, t_sched) if t_sent is not None else None,
         ttft_s=timing.ttft_s(t_first, t_sent) if t_first is not None and t_sent else None,
         e2e_s=timing.e2e_s(t_end, t_sent) if t_end is not None and t_sent else None,

@@ -12,8 +12,10 @@ also work from plain threads.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -33,7 +35,6 @@ DUMMY_API_KEY = "EMPTY"
 AUTO_CLIENT = "lean"
 
 _SIM_KINDS = ("sim_vllm", "sim_cloud")
-_VLLM_LIKE = ("vllm", "sim_vllm", "sim_cloud")
 
 
 def resolve_api_key(arm: str, target: TargetConfig) -> str:
@@ -64,6 +65,12 @@ def resolve_api_key(arm: str, target: TargetConfig) -> str:
 def endpoint_path(target: TargetConfig) -> str:
     """Path below ``base_url``: ``/chat/completions`` or ``/completions``."""
     return "/chat/completions" if target.api == "chat" else "/completions"
+
+
+def derived_request_seed(seed: int, key: str) -> int:
+    """A deterministic sampling seed for one logical request: (run seed, key) -> [0, 2**31)."""
+    digest = hashlib.blake2b(f"{seed}:{key}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
 def build_body(
@@ -140,6 +147,14 @@ class ArmClient:
         self._path = endpoint_path(target)
         self._cancelled = False
         self._wake = threading.Event()
+        # Connection slots (``max_connections``): taken before ``t_sent`` is stamped, so a wait
+        # for one is client lag (queue_delay_s), never target latency. cancel() wakes waiters.
+        self._slot_cond = threading.Condition(threading.Lock())
+        self._slots_free = max(1, target.max_connections)
+        to = target.timeouts
+        self._slot_wait_s = to.total_s
+        self._ft_ns = int(min(to.first_token_s, to.total_s) * 1e9)  # first-token deadline
+        self._total_ns = int(to.total_s * 1e9)
 
     # -- public -------------------------------------------------------------------------
 
@@ -152,41 +167,59 @@ class ArmClient:
         t_scheduled_ns: int | None = None,
         phase: str = "main",
         t_virtual_ns: int | None = None,
+        on_row: Callable[[RequestRecord], Any] | None = None,
     ) -> list[RequestRecord]:
         """Send ``item`` (retrying per ``target.retry``); one record per attempt, in order.
 
         ``t_scheduled_ns`` is when the schedule wanted the request sent (UTC ns, ideally from
-        :func:`harness.targets.clock.now_ns`); default now. A retry's ``t_scheduled`` is when
-        its backoff ended. Never raises for request failures: they are error rows.
+        :func:`harness.targets.clock.now_ns`); default now. It is every attempt's
+        ``t_arrival``; a retry's ``t_scheduled`` is when its backoff ended. ``on_row``, when
+        given, gets each attempt's row as soon as that attempt ends (before any backoff
+        sleep), so a caller that kills this call during a backoff has the earlier rows
+        already. Never raises for request failures: they are error rows.
         """
         t_sched0 = t_scheduled_ns if t_scheduled_ns is not None else clock.now_ns()
         t_sched = t_sched0
-        body = build_body(self.target, item, request_seed=self.request_seed)
+        body = build_body(self.target, item, request_seed=self._request_seed(request_id, pair_id))
         payload = self._prepare(body)
         retry = self.target.retry
         rows: list[RequestRecord] = []
         attempt = 0
         while True:
             att = Attempt(t_sched)
+            tv = None
+            if t_virtual_ns is not None:
+                tv = t_virtual_ns + (t_sched - t_sched0)
             if self._cancelled:
                 if attempt == 0:
                     att.fail("cancelled", "run stopped before the request was sent")
-                    rows.append(self._record(att, item, request_id, 0, pair_id, phase, None))
+                    rec = self._record(att, item, request_id, 0, pair_id, phase, tv, t_sched0)
+                    rows.append(rec)
+                    if on_row is not None:
+                        on_row(rec)
                 break
-            att.t_sent = clock.perf_ns()
+            retryable = True
             try:
-                self._attempt(payload, att)
+                self._acquire_slot(att)
+                try:
+                    att.t_sent = clock.perf_ns()
+                    self._attempt(payload, att)
+                finally:
+                    self._release_slot()
                 att.check_complete()
             except AttemptError as exc:
+                retryable = exc.retryable
                 self._fail(att, exc.error_type, exc.message, exc.http_status)
             except Exception as exc:  # a bug or an unexpected library error: keep the row
                 etype = "connection" if isinstance(exc, OSError) else "bad_response"
                 self._fail(att, etype, f"{type(exc).__name__}: {exc}", None)
-            tv = None
-            if t_virtual_ns is not None:
-                tv = t_virtual_ns + (t_sched - t_sched0)
-            rows.append(self._record(att, item, request_id, attempt, pair_id, phase, tv))
-            if not should_retry(retry, att.error_type, attempt) or self._cancelled:
+            rec = self._record(att, item, request_id, attempt, pair_id, phase, tv, t_sched0)
+            rows.append(rec)
+            if on_row is not None:
+                on_row(rec)
+            if not retryable or not should_retry(retry, att.error_type, attempt):
+                break
+            if self._cancelled:
                 break
             attempt += 1
             delay = backoff_s(
@@ -217,20 +250,26 @@ class ArmClient:
     ) -> RequestRecord:
         """A row for a request that ended outside :meth:`execute` (e.g. its greenlet was
         killed at shutdown), with the same identity columns as every other row."""
-        att = Attempt(t_scheduled_ns if t_scheduled_ns is not None else clock.now_ns())
+        t_sched = t_scheduled_ns if t_scheduled_ns is not None else clock.now_ns()
+        att = Attempt(t_sched)
         att.fail(error_type, message)
-        return self._record(att, item, request_id, 0, pair_id, phase, t_virtual_ns)
+        return self._record(att, item, request_id, 0, pair_id, phase, t_virtual_ns, t_sched)
 
     def cancel(self) -> None:
-        """Stop: in-flight attempts end as ``cancelled``, pending retries are dropped."""
-        self._cancelled = True
-        self._wake.set()
+        """Stop: in-flight attempts end as ``cancelled``, pending retries and requests waiting
+        for a connection slot are dropped."""
+        self._stop()
         self._abort_inflight()
 
     def close(self) -> None:
         """Release connections. The client is unusable afterwards."""
+        self._stop()
+
+    def _stop(self) -> None:
         self._cancelled = True
         self._wake.set()
+        with self._slot_cond:
+            self._slot_cond.notify_all()
 
     # -- for subclasses -----------------------------------------------------------------
 
@@ -246,6 +285,70 @@ class ArmClient:
 
     # -- helpers ------------------------------------------------------------------------
 
+    def _request_seed(self, request_id: str, pair_id: str | None) -> int | None:
+        """The ``seed`` sent with a request: ``request_seed`` when configured; else, for vLLM
+        and the simulators when sampling (temperature != 0), one derived from the run seed and
+        the pair id (mirrored arms sample alike) or request id; else none. A hosted API gets
+        ``seed`` only through ``extra_body``."""
+        if self.request_seed is not None:
+            return self.request_seed
+        t = self.target
+        if t.kind == "openai" or t.temperature == 0:
+            return None
+        return derived_request_seed(self.seed, pair_id or request_id)
+
+    def _acquire_slot(self, att: Attempt) -> None:
+        """Take a connection slot (``max_connections``), waiting at most ``total_s``.
+
+        Raises ``cancelled`` when the client is stopped (before or while waiting) and a
+        non-retried ``connection`` error when no slot frees up in time: the client's own pool
+        is exhausted, which says nothing about the target.
+        """
+        cond = self._slot_cond
+        with cond:
+            if self._slots_free <= 0 and not self._cancelled:
+                att.slot_wait = True
+                deadline = clock.perf_ns() + int(self._slot_wait_s * 1e9)
+                while self._slots_free <= 0 and not self._cancelled:
+                    remaining = (deadline - clock.perf_ns()) / 1e9
+                    if remaining <= 0:
+                        raise AttemptError(
+                            "connection",
+                            "client connection pool exhausted: no free connection slot within "
+                            f"{self._slot_wait_s:g} s (target.max_connections="
+                            f"{self.target.max_connections}; raise it)",
+                            retryable=False,
+                        )
+                    cond.wait(remaining)
+            if self._cancelled:
+                raise AttemptError("cancelled", "run stopped before the request was sent")
+            self._slots_free -= 1
+
+    def _release_slot(self) -> None:
+        with self._slot_cond:
+            self._slots_free += 1
+            self._slot_cond.notify()
+
+    def _timeout_error(self, att: Attempt) -> AttemptError:
+        """The first-token or total timeout, whichever applies to ``att`` now."""
+        if not att.times:
+            return AttemptError(
+                "timeout", f"no first token within {self._ft_ns / 1e9:g} s", att.http_status
+            )
+        return AttemptError(
+            "timeout",
+            f"stream exceeded the total timeout of {self._total_ns / 1e9:g} s",
+            att.http_status,
+        )
+
+    def _closed(self, att: Attempt, message: str) -> AttemptError:
+        """A connection that ended early: cancelled, truncated (content began) or connection."""
+        if self._cancelled:
+            return AttemptError("cancelled", "run stopped while in flight", att.http_status)
+        if att.times:
+            return AttemptError("truncated", message, att.http_status)
+        return AttemptError("connection", message, att.http_status)
+
     def _fail(self, att: Attempt, etype: str, message: str, status: int | None) -> None:
         if self._cancelled and etype != "cancelled":
             etype, message = "cancelled", f"run stopped while in flight ({message})"
@@ -260,6 +363,7 @@ class ArmClient:
         pair_id: str | None,
         phase: str,
         t_virtual: int | None,
+        t_arrival: int | None,
     ) -> RequestRecord:
         return build_record(
             self._ctx,
@@ -270,6 +374,7 @@ class ArmClient:
             pair_id=pair_id,
             phase=phase,
             t_virtual=t_virtual,
+            t_arrival=t_arrival,
         )
 
 

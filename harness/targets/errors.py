@@ -21,14 +21,26 @@ class TargetError(RuntimeError):
 
 
 class AttemptError(Exception):
-    """Ends one request attempt with ``error_type`` (one of ``schema.ERROR_TYPES``)."""
+    """Ends one request attempt with ``error_type`` (one of ``schema.ERROR_TYPES``).
 
-    def __init__(self, error_type: str, message: str, http_status: int | None = None):
+    ``retryable=False`` vetoes a retry even when ``retry_on`` lists the type (a client-side
+    problem such as an exhausted connection pool, which a retry would only repeat).
+    """
+
+    def __init__(
+        self,
+        error_type: str,
+        message: str,
+        http_status: int | None = None,
+        *,
+        retryable: bool = True,
+    ):
         assert error_type in ERROR_TYPES, error_type
         super().__init__(message)
         self.error_type = error_type
         self.message = message
         self.http_status = http_status
+        self.retryable = retryable
 
 
 def classify_status(status: int) -> str:

@@ -20,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 from harness.config import TargetConfig
-from harness.targets.errors import TargetError
+from harness.targets.errors import TargetError, redact
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
@@ -34,6 +34,35 @@ def log_tail(path: Path, max_bytes: int = 4000) -> str:
             return f.read().decode("utf-8", "replace")
     except OSError:
         return ""
+
+
+_SECRET_FLAGS = ("--api-key",)
+
+
+def masked_command(cmd: list[str]) -> tuple[str, tuple[str, ...]]:
+    """``cmd`` as one printable line with secrets masked, and the secrets it held.
+
+    The value after ``--api-key`` (or in ``--api-key=VALUE``) becomes ``***``; any other
+    argument that looks like a key is scrubbed by :func:`~harness.targets.errors.redact`.
+    """
+    shown: list[str] = []
+    secrets: list[str] = []
+    hide_next = False
+    for arg in cmd:
+        flag, eq, value = arg.partition("=")
+        if hide_next:
+            secrets.append(arg)
+            shown.append("***")
+            hide_next = False
+        elif arg in _SECRET_FLAGS:
+            shown.append(arg)
+            hide_next = True
+        elif eq and flag in _SECRET_FLAGS:
+            secrets.append(value)
+            shown.append(f"{flag}=***")
+        else:
+            shown.append(redact(arg))
+    return " ".join(shown), tuple(secrets)
 
 
 class VllmLauncher:
@@ -63,6 +92,7 @@ class VllmLauncher:
         self.stop_timeout_s = stop_timeout_s
         self.poll_s = poll_s
         self.proc: subprocess.Popen[bytes] | None = None
+        self._shown_cmd, self._secrets = masked_command(self.command())
 
     def command(self) -> list[str]:
         """The command line: ``COMMAND MODEL --host HOST --port PORT ARGS...``."""
@@ -84,7 +114,7 @@ class VllmLauncher:
         env = {**os.environ, **{k: str(v) for k, v in self.launch.env.items()}}
         cmd = self.command()
         with open(self.log_path, "ab") as log:
-            log.write(f"$ {' '.join(cmd)}\n".encode())
+            log.write(f"$ {self._shown_cmd}\n".encode())
             log.flush()
             try:
                 self.proc = subprocess.Popen(
@@ -97,8 +127,8 @@ class VllmLauncher:
                 )
             except OSError as exc:
                 raise TargetError(
-                    f"arms.{self.arm}.launch: cannot run {cmd[0]!r}: {exc} "
-                    "(is vLLM installed on this machine?)"
+                    f"arms.{self.arm}.launch: cannot run {redact(cmd[0], self._secrets)!r}: "
+                    f"{redact(str(exc), self._secrets)} (is vLLM installed on this machine?)"
                 ) from None
         try:
             self.wait_healthy()
@@ -118,7 +148,7 @@ class VllmLauncher:
             if code is not None:
                 raise TargetError(
                     f"arms.{self.arm}: vLLM exited with code {code} during startup "
-                    f"(log {self.log_path}):\n{log_tail(self.log_path)}"
+                    f"(log {self.log_path}):\n{self._log_tail()}"
                 )
             try:
                 with _OPENER.open(health, timeout=min(5.0, max(0.1, self.poll_s * 4))) as r:
@@ -129,9 +159,13 @@ class VllmLauncher:
             if time.monotonic() > deadline:
                 raise TargetError(
                     f"arms.{self.arm}: vLLM did not answer {health} within {timeout:g} s "
-                    f"(launch.startup_timeout_s; log {self.log_path}):\n{log_tail(self.log_path)}"
+                    f"(launch.startup_timeout_s; log {self.log_path}):\n{self._log_tail()}"
                 )
             time.sleep(self.poll_s)
+
+    def _log_tail(self) -> str:
+        """The log's tail for an error message, secrets masked (vLLM prints its arguments)."""
+        return redact(log_tail(self.log_path), self._secrets)
 
     def stop(self) -> int | None:
         """SIGTERM the process group, SIGKILL after ``stop_timeout_s``; returns the exit code."""

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 from collections import deque
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,7 +29,7 @@ import orjson
 
 from harness.config import TargetConfig
 from harness.targets import clock
-from harness.targets.attempt import Attempt, apply_chunk, stream_error
+from harness.targets.attempt import Attempt, apply_chunk, is_error_chunk, stream_error
 from harness.targets.client import ArmClient
 from harness.targets.errors import AttemptError, TargetError, classify_status
 from harness.targets.retry import retry_after_from
@@ -65,6 +64,22 @@ def _gevent_timeout_class() -> Any:
 
 class _Framing:
     CHUNKED, LENGTH, CLOSE = 0, 1, 2
+
+
+def deframe(raw: bytes, framing: int, left: int) -> tuple[bytes, bytes, int, bool]:
+    """Take the body bytes out of ``raw`` per the response framing.
+
+    ``left`` is the framing state (chunked: the :func:`dechunk` state; length: bytes still
+    due; close-delimited: unused). Returns (body bytes, unconsumed raw bytes, new state, True
+    when the body is complete; a close-delimited body completes only at EOF, never here).
+    """
+    if framing == _Framing.CHUNKED:
+        return dechunk(raw, left)
+    if framing == _Framing.LENGTH:
+        data = raw[:left]
+        left -= len(data)
+        return data, raw[len(data) :], left, left <= 0
+    return raw, b"", left, False
 
 
 def dechunk(raw: bytes, left: int) -> tuple[bytes, bytes, int, bool]:
@@ -167,10 +182,11 @@ class _Endpoint:
         self.host = u.hostname
         self.port = u.port or (443 if self.tls else 80)
         default_port = self.port == (443 if self.tls else 80)
-        hostport = self.host if default_port else f"{self.host}:{self.port}"
-        if ":" in self.host and not default_port:  # IPv6 literal
-            hostport = f"[{self.host}]:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host  # IPv6 literal
+        hostport = host if default_port else f"{host}:{self.port}"
         full_path = (u.path.rstrip("/") + path) or "/"
+        if u.query:  # e.g. Azure's ?api-version=...
+            full_path += "?" + u.query
         self.head = (
             f"POST {full_path} HTTP/1.1\r\n"
             f"Host: {hostport}\r\n"
@@ -193,13 +209,9 @@ class LeanClient(ArmClient):
         self._ep = _Endpoint(target.base_url or "", self._path, self._key)
         self._idle: deque[Any] = deque()
         self._inflight: set[Any] = set()
-        self._slots = threading.BoundedSemaphore(max(1, target.max_connections))
         self._ssl_ctx = ssl.create_default_context() if self._ep.tls else None
         self._gevent_timeout = _gevent_timeout_class()
-        to = target.timeouts
-        self._connect_s = to.connect_s
-        self._ft_ns = int(to.first_token_s * 1e9)
-        self._total_ns = int(to.total_s * 1e9)
+        self._connect_s = target.timeouts.connect_s
 
     # -- connections --------------------------------------------------------------------
 
@@ -224,13 +236,16 @@ class LeanClient(ArmClient):
         except IndexError:
             return self._connect(), False
 
-    def close(self) -> None:
-        super().close()
+    def _discard_idle(self) -> None:
         while self._idle:
             try:
                 self._idle.pop().close()
             except Exception:
                 pass
+
+    def close(self) -> None:
+        super().close()
+        self._discard_idle()
 
     def _abort_inflight(self) -> None:
         for sock in list(self._inflight):
@@ -246,39 +261,32 @@ class LeanClient(ArmClient):
         return self._ep.head + str(len(data)).encode() + b"\r\n\r\n" + data
 
     def _attempt(self, payload: bytes, att: Attempt) -> None:
-        if not self._slots.acquire(timeout=self.target.timeouts.total_s):
-            raise AttemptError("timeout", "no free connection slot (max_connections)")
-        try:
-            for _ in range(2):
+        """One exchange (the connection slot is held by the caller). A pooled connection the
+        server had closed is retried once; that second pass drops every idle connection (they
+        are likely stale too) and connects fresh."""
+        for fresh in (False, True):
+            if fresh:
+                self._discard_idle()
+                sock, reused = self._connect(), False
+            else:
                 sock, reused = self._checkout()
-                self._inflight.add(sock)
-                keep = False
-                try:
-                    keep = self._exchange(sock, reused, payload, att)
-                    return
-                except _StaleConnection:
-                    continue  # the server had closed the idle connection: once more, fresh
-                finally:
-                    self._inflight.discard(sock)
-                    if keep and not self._cancelled:
-                        self._idle.append(sock)
-                    else:
-                        try:
-                            sock.close()
-                        except Exception:
-                            pass
-        finally:
-            self._slots.release()
-
-    def _timeout_error(self, att: Attempt) -> AttemptError:
-        if not att.times:
-            s = min(self._ft_ns, self._total_ns) / 1e9
-            return AttemptError("timeout", f"no first token within {s:g} s", att.http_status)
-        return AttemptError(
-            "timeout",
-            f"stream exceeded the total timeout of {self._total_ns / 1e9:g} s",
-            att.http_status,
-        )
+            self._inflight.add(sock)
+            keep = False
+            try:
+                keep = self._exchange(sock, reused, payload, att)
+                return
+            except _StaleConnection:
+                continue
+            finally:
+                self._inflight.discard(sock)
+                if keep and not self._cancelled:
+                    self._idle.append(sock)
+                else:
+                    try:
+                        sock.close()
+                    except Exception:
+                        pass
+        raise AttemptError("connection", "stale keep-alive connections")
 
     def _exchange(self, sock: Any, reused: bool, payload: bytes, att: Attempt) -> bool:
         """Send and stream one response; returns True when the connection may be reused.
@@ -399,7 +407,7 @@ class LeanClient(ArmClient):
                     obj = _loads(body)
                 except orjson.JSONDecodeError:
                     obj = None
-                if isinstance(obj, dict) and ("error" in obj or obj.get("object") == "error"):
+                if isinstance(obj, dict) and is_error_chunk(obj):
                     err = stream_error(obj)
                     raise AttemptError(err.error_type, err.message, status)
                 ctype = headers.get("content-type", "?")
@@ -423,14 +431,7 @@ class LeanClient(ArmClient):
             while True:
                 if raw:
                     t = perf()
-                    if framing == _Framing.CHUNKED:
-                        data, raw, left, body_done = dechunk(raw, left)
-                    elif framing == _Framing.LENGTH:
-                        data, raw = raw[:left], raw[left:]
-                        left -= len(data)
-                        body_done = left <= 0
-                    else:
-                        data, raw = raw, b""
+                    data, raw, left, body_done = deframe(raw, framing, left)
                     if data:
                         sse = sse + data if sse else data
                         if b"\r" in sse:
@@ -505,29 +506,13 @@ class LeanClient(ArmClient):
                 )
         return keep_alive and body_done and not raw
 
-    def _closed(self, att: Attempt, message: str) -> AttemptError:
-        """A connection that ended early: cancelled, truncated (content began) or connection."""
-        if self._cancelled:
-            return AttemptError("cancelled", "run stopped while in flight", att.http_status)
-        if att.times:
-            return AttemptError("truncated", message, att.http_status)
-        return AttemptError("connection", message, att.http_status)
-
     def _read_body(
         self, sock: Any, raw: bytes, framing: int, left: int, deadline: int
     ) -> tuple[bytes, bool]:
         """Read a (non-streaming) response body, bounded in size and by ``deadline``."""
         out = b""
-        done = False
         while True:
-            if framing == _Framing.CHUNKED:
-                data, raw, left, done = dechunk(raw, left)
-            elif framing == _Framing.LENGTH:
-                data, raw = raw[:left], raw[left:]
-                left -= len(data)
-                done = left <= 0
-            else:
-                data, raw = raw, b""
+            data, raw, left, done = deframe(raw, framing, left)
             out += data
             if done or len(out) > _MAX_ERROR_BODY:
                 return out, done

@@ -18,10 +18,11 @@ from __future__ import annotations
 import socket
 import threading
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from harness.config import TargetConfig
 from harness.targets import clock
-from harness.targets.attempt import Attempt
+from harness.targets.attempt import Attempt, stream_error
 from harness.targets.client import ArmClient
 from harness.targets.errors import AttemptError, classify_status
 from harness.targets.retry import retry_after_from
@@ -56,12 +57,16 @@ def shared_openai_client(target: TargetConfig, api_key: str, arm: str) -> Any:
                 ),
                 timeout=timeout,
             )
+            # a query in base_url (Azure's ?api-version=) goes on every request, as with lean
+            u = urlsplit(target.base_url or "")
+            base_url = urlunsplit((u.scheme, u.netloc, u.path, "", ""))
             client = openai.OpenAI(
                 api_key=api_key,
-                base_url=target.base_url,
+                base_url=base_url,
                 max_retries=0,
                 timeout=timeout,
                 http_client=http,
+                default_query=dict(parse_qsl(u.query, keep_blank_values=True)) or None,
             )
             _CLIENTS[key] = client
     return client
@@ -81,9 +86,6 @@ class SdkClient(ArmClient):
         api = self._client.chat.completions if self._chat else self._client.completions
         self._create = api.with_raw_response.create
         self._inflight: set[Any] = set()
-        to = target.timeouts
-        self._ft_ns = int(to.first_token_s * 1e9)
-        self._total_ns = int(to.total_s * 1e9)
 
     def _prepare(self, body: dict[str, Any]) -> dict[str, Any]:
         body = dict(body)
@@ -114,7 +116,7 @@ class SdkClient(ArmClient):
     def _attempt(self, payload: dict[str, Any], att: Attempt) -> None:
         oa = self._openai
         perf = clock.perf_ns
-        ft_deadline = att.t_sent + min(self._ft_ns, self._total_ns)
+        ft_deadline = att.t_sent + self._ft_ns
         total_deadline = att.t_sent + self._total_ns
         chat = self._chat
         times = att.times
@@ -139,7 +141,7 @@ class SdkClient(ArmClient):
                 pass
             for chunk in stream:
                 t = perf()
-                choices = chunk.choices
+                choices = getattr(chunk, "choices", None)
                 if choices:
                     c0 = choices[0]
                     if chat:
@@ -162,15 +164,13 @@ class SdkClient(ArmClient):
                             att.pieces.append(text)
                     if c0.finish_reason:
                         att.finish_reason = c0.finish_reason
+                elif getattr(chunk, "object", None) == "error":  # vLLM's in-stream error
+                    raise stream_error(chunk.model_dump())
                 u = getattr(chunk, "usage", None)
                 if u is not None:
                     att.usage = u.model_dump() if hasattr(u, "model_dump") else dict(u)
-                if not times and t > ft_deadline:
-                    raise AttemptError("timeout", f"no first token within {self._ft_s:g} s")
-                if t > total_deadline:
-                    raise AttemptError(
-                        "timeout", f"stream exceeded the total timeout of {self._tot_s:g} s"
-                    )
+                if (not times and t > ft_deadline) or t > total_deadline:
+                    raise self._timeout_error(att)
         except AttemptError as exc:
             if exc.http_status is None:
                 exc.http_status = att.http_status
@@ -184,18 +184,24 @@ class SdkClient(ArmClient):
                 f"HTTP {exc.status_code}: {exc.message}",
                 exc.status_code,
             ) from None
-        except oa.APITimeoutError:
-            if not times:
+        except oa.APITimeoutError as exc:
+            if type(exc.__cause__).__name__ == "PoolTimeout":  # httpx: no free pooled connection
                 raise AttemptError(
-                    "timeout", f"no first token within {self._ft_s:g} s", att.http_status
+                    "connection",
+                    "client connection pool exhausted: httpx pool timeout waiting for a "
+                    f"connection (target.max_connections={self.target.max_connections})",
+                    retryable=False,
                 ) from None
+            if not times:
+                raise self._timeout_error(att) from None
             raise AttemptError(
-                "timeout", f"read timed out mid-stream ({self._ft_s:g} s)", att.http_status
+                "timeout", f"read timed out mid-stream ({self._ft_ns / 1e9:g} s)", att.http_status
             ) from None
         except oa.APIConnectionError as exc:
             raise self._closed(att, f"{exc}: {exc.__cause__!r}") from None
-        except oa.APIError as exc:  # an error event inside the stream
-            raise AttemptError("server_error", f"error event in stream: {exc.message}") from None
+        except oa.APIError as exc:  # an error event inside the stream: classified as lean does
+            body = exc.body if isinstance(exc.body, dict | str) else exc.message
+            raise stream_error(body) from None
         except ValueError as exc:  # json.JSONDecodeError from the SDK's SSE decoder
             if self._cancelled:
                 raise AttemptError("cancelled", "run stopped while in flight") from None
@@ -208,18 +214,3 @@ class SdkClient(ArmClient):
             if stream is not None:
                 self._inflight.discard(stream)
                 stream.close()
-
-    @property
-    def _ft_s(self) -> float:
-        return min(self._ft_ns, self._total_ns) / 1e9
-
-    @property
-    def _tot_s(self) -> float:
-        return self._total_ns / 1e9
-
-    def _closed(self, att: Attempt, message: str) -> AttemptError:
-        if self._cancelled:
-            return AttemptError("cancelled", "run stopped while in flight", att.http_status)
-        if att.times:
-            return AttemptError("truncated", message, att.http_status)
-        return AttemptError("connection", message, att.http_status)

@@ -13,6 +13,8 @@ from typing import Any
 
 import numpy as np
 
+from harness.config import ConfigError
+
 _ORDER_SALT = 0x5EED_0DE5  # separates the cycle-order stream from item-content streams
 
 
@@ -43,7 +45,7 @@ class WorkItem:
         return [{"role": "user", "content": self.prompt or ""}]
 
 
-class WorkloadError(ValueError):
+class WorkloadError(ConfigError):
     """A workload that cannot be used: the message names the file, the line and what was wrong."""
 
 

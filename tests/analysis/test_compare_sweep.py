@@ -96,3 +96,37 @@ def test_sweep_curve_unknown_loads_and_empty():
 def test_sweep_attainment(attainment, expected):
     pts = [{"a": {"load": x, "goodput_share": g}} for x, g in ((1.0, 0.99), (2.0, 0.9), (4.0, 0.6))]
     assert sweep_curve(pts, attainment)["a"]["max_load_meeting_slo"] == expected
+
+
+def test_sweep_repeated_loads_pass_only_when_every_run_meets_the_slo():
+    pts = [
+        {"a": {"load": x, "goodput_share": g}}
+        for x, g in ((1.0, 0.995), (2.0, 0.995), (2.0, 0.5), (4.0, 1.0))
+    ]
+    c = sweep_curve(pts)["a"]
+    assert c["max_load_meeting_slo"] == 1.0  # one of the two runs at 2.0 fails
+    assert c["loads"] == [
+        {"load": 1.0, "runs": 1, "runs_meeting_slo": 1, "meets_slo": True},
+        {"load": 2.0, "runs": 2, "runs_meeting_slo": 1, "meets_slo": False},
+        {"load": 4.0, "runs": 1, "runs_meeting_slo": 1, "meets_slo": True},
+    ]
+    assert [p["meets_slo"] for p in c["points"]] == [True, True, False, True]
+    both = [{"a": {"load": 2.0, "goodput_share": 0.999}}] + pts[:2]
+    assert sweep_curve(both)["a"]["max_load_meeting_slo"] == 2.0
+
+
+def test_sweep_report_attainment_and_differing_slos(tmp_path: Path):
+    dirs = []
+    for load, ttft_bound in ((1.0, 0.3), (2.0, 0.25)):
+        m = _manifest(f"r{load}", sweep={"id": "sw2", "param": "load.rate", "value": load})
+        m["config"]["analysis"]["slo"] = {"ttft_s": ttft_bound, "tpot_s": None}
+        recs = make_records("cloud", 40, seed=int(load), ttft_scale=0.05, rate=load)
+        dirs.append(write_run(tmp_path / f"r{load}", recs, manifest=m))
+    s = build_sweep_report(dirs, tmp_path / "sweep", attainment=0.5)
+    assert s["attainment"] == 0.5 and s["slos_differ"] is True and s["slo"] is None
+    assert [r["slo"]["ttft_s"] for r in s["runs"]] == [0.3, 0.25]
+    memo = (tmp_path / "sweep" / "memo.md").read_text()
+    assert "different SLOs" in memo and "r1.0 (load 1): TTFT" in memo and "250 ms" in memo
+    assert ">= 50% of requests" in memo
+    html = (tmp_path / "sweep" / "report.html").read_text()
+    assert "r2.0 (load 2): TTFT" in html

@@ -11,6 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from harness.analysis.stats import (
+    BootstrapSettings,
+    bootstrap_quantile_diff_ci,
+    bootstrap_quantiles_ci,
+)
 from harness.config import AnalysisConfig, SLOConfig
 from harness.report import build_report
 
@@ -81,7 +86,10 @@ def test_summary_matches_pandas_recomputation(built_report):
         assert th["output_tps"] == pytest.approx(ok["completion_tokens"].sum() / duration)
         first = g[g["attempt"] == 0]["t_scheduled"]
         span = (first.max() - first.min()).total_seconds()
-        assert th["achieved_arrival_rps"] == pytest.approx((len(first) - 1) / span)
+        assert th["scheduled_rps"] == pytest.approx((len(first) - 1) / span)
+        sent = g[g["attempt"] == 0]["t_sent"]
+        span = (sent.max() - sent.min()).total_seconds()
+        assert th["achieved_arrival_rps"] == pytest.approx((len(sent) - 1) / span)
         assert th["offered_rps"] == 5.0
     # arm vs arm: selfhosted minus cloud, medians of TTFT
     pair = s["comparison"]["pairs"][0]
@@ -198,7 +206,8 @@ def test_server_metrics_section(tmp_path: Path):
 
     from .conftest import T0
 
-    run = write_run(tmp_path / "r", make_records("selfhosted", 20))
+    # requests scheduled over 9.5 s: every scrape (0..9 s) is inside the analysed window
+    run = write_run(tmp_path / "r", make_records("selfhosted", 20, rate=2.0))
     folder = run / "metrics"
     folder.mkdir()
     n = 10
@@ -224,3 +233,250 @@ def test_nan_free_numbers_are_finite(built_report):
     _, s = built_report
     lat = s["latency"]["cloud"]["ttft_s"]
     assert all(isinstance(lat[k], float) and math.isfinite(lat[k]) for k in ("p50", "p99", "mean"))
+
+
+# ---------------------------------------------------------------- review fixes
+
+
+def _summary(run: Path, analysis: AnalysisConfig | None = None) -> dict:
+    """The run's summary (JSON-safe) without writing plots or files: faster than build_report."""
+    from harness.analysis.data import load_run
+    from harness.report.build import build_summary
+    from harness.report.jsonio import json_safe
+
+    return json_safe(build_summary(load_run(run, analysis)))
+
+
+def _correlated_itl(records, seed: int):
+    """Give each ok record 20 gaps scaled by one per-request speed factor (correlated gaps)."""
+    import dataclasses
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for r in records:
+        if r.status == "ok":
+            speed = float(rng.lognormal(0.0, 0.5))
+            gaps = (speed * rng.uniform(0.9, 1.1, 20) * 0.02).tolist()
+            r = dataclasses.replace(r, itl_s=gaps)
+        out.append(r)
+    return out
+
+
+def test_itl_cis_resample_requests(tmp_path: Path):
+    two = ("short", "long")
+    recs = _correlated_itl(make_records("cloud", 120, seed=1, slices=two), 1)
+    recs += _correlated_itl(make_records("selfhosted", 120, seed=2, slices=two), 2)
+    m = default_manifest()
+    m["config"]["analysis"]["bootstrap_resamples"] = 200
+    run = write_run(tmp_path / "r", recs, manifest=m)
+    s = _summary(run)
+    itl = s["latency"]["cloud"]["itl_s"]
+    assert itl["ci_method"] == "cluster" and itl["ci_requests"] == 120
+    assert itl["n"] == 120 * 20
+    lo, hi = itl["ci"]["p50"]
+    assert lo <= itl["p50"] <= hi
+    # 20 strongly correlated gaps per request carry far less information than 20 requests:
+    # the CI is much wider than one that treats the 2,400 gaps as independent
+    df = _frame(run)
+    gaps = {a: np.concatenate(g["itl_s"].to_list()) for a, g in df.groupby("arm")}
+    ind_lo, ind_hi, _ = bootstrap_quantiles_ci(
+        gaps["cloud"], [0.5], BootstrapSettings(resamples=200)
+    )
+    assert hi - lo > 2 * (ind_hi[0] - ind_lo[0])
+    pair = s["comparison"]["pairs"][0]["metrics"]["itl_s"]
+    assert pair["ci_method"] == "cluster"
+    _, d_lo, d_hi, _ = bootstrap_quantile_diff_ci(
+        gaps["cloud"], gaps["selfhosted"], [0.5], BootstrapSettings(resamples=200)
+    )
+    assert pair["p50"]["ci"][1] - pair["p50"]["ci"][0] > 2 * (d_hi[0] - d_lo[0])
+    sl = s["latency_by_slice"]["cloud"]["short"]["itl_s"]
+    assert sl["ci_method"] == "cluster" and sl["ci_requests"] == 60
+
+
+def _lagging_records(n: int, lag_per_request: float):
+    """Constant 5 req/s schedule; the client sends request i ``i * lag_per_request`` s late."""
+    import dataclasses
+
+    from .conftest import NS
+
+    out = []
+    for r in make_records("cloud", n, rate=5.0):
+        i = int(r.request_id.split("-")[1])
+        shift = int(i * lag_per_request * NS)
+        out.append(
+            dataclasses.replace(
+                r,
+                t_sent=r.t_sent + shift,
+                t_first_token=r.t_first_token + shift,
+                t_end=r.t_end + shift,
+                queue_delay_s=r.queue_delay_s + shift / NS,
+            )
+        )
+    return out
+
+
+def test_offered_uses_expected_arrivals_and_achieved_uses_send_time(tmp_path: Path):
+    # a ramp: rate 5 is the peak; 300 arrivals expected in 100 s -> offered 3/s
+    m = default_manifest(arms={"cloud": {}})
+    m["offered"] = {"mode": "open", "rate": 5.0, "shape": "ramp", "arrival": "poisson",
+                    "expected_arrivals": 300.0, "window_s": 100.0}  # fmt: skip
+    run = write_run(tmp_path / "ramp", _lagging_records(100, 0.05), manifest=m)
+    s = _summary(run)
+    th = s["throughput"]["cloud"]
+    assert th["offered_rps"] == pytest.approx(3.0) and th["offered_arrivals"] == 300.0
+    assert th["scheduled_rps"] == pytest.approx(5.0, rel=1e-3)
+    # sends drift 0.05 s per request: 99 gaps over 19.8 + 4.95 s
+    assert th["achieved_arrival_rps"] == pytest.approx(99 / (99 * 0.25), rel=1e-2)
+    assert th["achieved_vs_offered"] == pytest.approx(4.0 / 3.0, rel=1e-2)
+    assert not any("offered arrival rate" in c for c in s["caveats"])
+
+
+def test_offered_unknown_with_shape_or_trace_and_no_expected_count(tmp_path: Path):
+    for name, extra in (("ramp", {"shape": "ramp"}), ("trace", {"arrival": "trace"})):
+        m = default_manifest(arms={"cloud": {}})
+        m["offered"] = {"mode": "open", "rate": 50.0, **extra}
+        run = write_run(tmp_path / name, make_records("cloud", 40), manifest=m)
+        s = _summary(run)
+        th = s["throughput"]["cloud"]
+        assert th["offered_rps"] is None and th["achieved_vs_offered"] is None
+        assert th["offered_note"] and th["offered_note"] in s["caveats"]
+        # 5 req/s sent against a peak `rate` of 50: no false "did not deliver" caveat
+        assert not any("did not deliver" in c for c in s["caveats"])
+
+
+def test_client_lag_shows_against_offered(tmp_path: Path):
+    m = default_manifest(arms={"cloud": {}})
+    m["offered"] = {"mode": "open", "rate": 5.0}
+    run = write_run(tmp_path / "lag", _lagging_records(200, 0.2), manifest=m)
+    s = _summary(run)
+    th = s["throughput"]["cloud"]
+    assert th["offered_rps"] == 5.0 and th["scheduled_rps"] == pytest.approx(5.0, rel=1e-3)
+    assert th["achieved_arrival_rps"] == pytest.approx(1 / 0.4, rel=1e-2)
+    assert th["achieved_below_offered"] is True
+    assert any("did not deliver its schedule" in c for c in s["caveats"])
+
+
+def test_last_over_time_bin_is_divided_by_its_covered_width(tmp_path: Path):
+    run = write_run(tmp_path / "r", make_records("cloud", 97, rate=5.0), manifest={})
+    s = _summary(run, AnalysisConfig(bootstrap_resamples=20))
+    th = s["throughput"]["cloud"]
+    pts, width = th["over_time"]["points"], th["over_time"]["bin_s"]
+    duration = s["run"]["analysed_duration_s"]
+    assert pts[-1]["covered_s"] == pytest.approx(duration - pts[-1]["t"])
+    assert 0 < pts[-1]["covered_s"] < width
+    assert all(p["covered_s"] == width for p in pts[:-1])
+    completed = sum(p["requests_per_s"] * p["covered_s"] for p in pts)
+    arrivals = sum(p["arrivals_per_s"] * p["covered_s"] for p in pts)
+    assert completed == pytest.approx(th["requests_ok"]) and arrivals == pytest.approx(97)
+    # the last bin holds the last completion: its rate counts it over the covered seconds
+    df = _frame(run)
+    t_end = (df["t_end"] - df["t_scheduled"].min()).dt.total_seconds()
+    last = int(((t_end >= pts[-1]["t"]) & (df["status"] == "ok")).sum())
+    assert pts[-1]["requests_per_s"] == pytest.approx(last / pts[-1]["covered_s"])
+
+
+def test_server_metrics_window_ratio_gauges_and_nan(tmp_path: Path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from harness.record.schema import METRICS_SCHEMA
+
+    from .conftest import NS, T0
+
+    run = write_run(tmp_path / "r", make_records("selfhosted", 20, rate=2.0))  # ~9.5 s window
+    rows: dict[str, list] = {k: [] for k in METRICS_SCHEMA.names}
+
+    def add(t_s: float, name: str, labels: str, value: float) -> None:
+        for k, v in zip(METRICS_SCHEMA.names, ("r", "selfhosted", T0 + int(t_s * NS), name,
+                                               labels, value), strict=True):  # fmt: skip
+            rows[k].append(v)
+
+    for i in range(600):  # every 0.015 s inside the window: binned over time
+        t = i * 0.015
+        add(t, "vllm:kv_cache_usage_perc", "model_name=a", 0.4)
+        add(t, "vllm:kv_cache_usage_perc", "model_name=b", 0.6)
+        add(t, "vllm:num_requests_running", "model_name=a", 2.0)
+        add(t, "vllm:num_requests_running", "model_name=b", 3.0)
+        add(t, "vllm:num_requests_waiting", "", math.nan if i % 2 else 4.0)
+    for t in (-600.0, -60.0, 3600.0):  # warm-up scrapes and ones after the run: left out
+        add(t, "vllm:num_requests_waiting", "", 100.0)
+        add(t, "vllm:kv_cache_usage_perc", "model_name=a", 1.0)
+    (run / "metrics").mkdir()
+    pq.write_table(pa.Table.from_pydict(rows, schema=METRICS_SCHEMA), run / "metrics" / "p.parquet")
+    s = _summary(run, AnalysisConfig(bootstrap_resamples=20))
+    srv = s["server"]["selfhosted"]
+    kv = srv["vllm:kv_cache_usage_perc"]
+    assert kv["samples"] == 600 and kv["max"] == pytest.approx(0.5)  # mean of label sets
+    assert srv["vllm:num_requests_running"]["mean"] == pytest.approx(5.0)  # counts are summed
+    w = srv["vllm:num_requests_waiting"]
+    assert w["samples"] == 300 and w["max"] == 4.0  # NaN dropped, out-of-window dropped
+    assert w["over_time"]["bin_s"] is not None
+    assert all(v == pytest.approx(4.0) for _, v in w["over_time"]["points"])
+
+
+def test_math_text_in_arm_names_does_not_crash_plots(tmp_path: Path):
+    arm = "$\\foo$"
+    recs = make_records(arm, 30) + make_records("other $x^$", 30, seed=3)
+    run = write_run(tmp_path / "r", recs, manifest={})
+    s = build_report(run, analysis=AnalysisConfig(bootstrap_resamples=20))
+    assert arm in s["latency"]
+    assert arm in (run / "plots" / "latency_cdf.svg").read_text()
+
+
+def test_markdown_in_arm_names_is_inert_in_memo_tables(tmp_path: Path):
+    arm = "[c](http://e.vil) *b*"
+    run = write_run(tmp_path / "r", make_records(arm, 30), manifest={})
+    build_report(run, analysis=AnalysisConfig(bootstrap_resamples=20))
+    memo = (run / "memo.md").read_text()
+    table_rows = [line for line in memo.splitlines() if line.startswith("| ")]
+    assert any("\\[c\\](http://e.vil) \\*b\\*" in line for line in table_rows)
+    assert "[c](" not in memo and " *b*" not in memo
+
+
+def test_corrupt_metrics_part_becomes_a_caveat(tmp_path: Path):
+    run = write_run(tmp_path / "r", make_records("selfhosted", 20))
+    (run / "metrics").mkdir()
+    (run / "metrics" / "part-1.parquet").write_bytes(b"PAR1 not parquet")
+    s = _summary(run, AnalysisConfig(bootstrap_resamples=20))
+    assert s["server"] == {}
+    assert any("Server metrics were left out" in c and "part-1.parquet" in c for c in s["caveats"])
+
+
+@pytest.mark.parametrize(
+    "analysis,match",
+    [
+        ({"confidence": None}, "config.analysis.confidence"),
+        ({"confidence": "0.9"}, "config.analysis.confidence"),
+        ({"confidence": 1.5}, "config.analysis.confidence"),
+        ({"bootstrap_resamples": 0}, "config.analysis.bootstrap_resamples"),
+        ({"include_phases": []}, "config.analysis.include_phases"),
+        ({"include_phases": [1]}, "config.analysis.include_phases"),
+        ({"slo": {"ttft_s": "fast"}}, "config.analysis.slo.ttft_s"),
+        ({"slo": [1]}, "config.analysis.slo"),
+        ("strict", "'config.analysis' must be an object"),
+    ],
+)
+def test_manifest_analysis_settings_are_validated(tmp_path: Path, analysis, match):
+    from harness.analysis.data import RunDataError, load_run
+
+    m = default_manifest()
+    m["config"]["analysis"] = analysis
+    run = write_run(tmp_path / "r", make_records("cloud", 5), manifest=m)
+    with pytest.raises(RunDataError, match=re.escape(match)) as exc:
+        load_run(run)
+    assert "manifest.json" in str(exc.value)
+
+
+def test_manifest_config_not_an_object_and_string_phase(tmp_path: Path):
+    from harness.analysis.data import RunDataError, load_run
+
+    run = write_run(tmp_path / "r", make_records("cloud", 5), manifest=default_manifest(config=3))
+    with pytest.raises(RunDataError, match="'config' must be an object"):
+        load_run(run)
+    m = default_manifest()
+    m["config"]["analysis"]["include_phases"] = "main"  # one name, not a list of letters
+    run = write_run(tmp_path / "r2", make_records("cloud", 5), manifest=m)
+    data = load_run(run)
+    assert data.analysis.include_phases == ["main"] and data.n_rows == 5
+    with pytest.raises(RunDataError, match="confidence"):
+        load_run(run, AnalysisConfig(confidence=0.0))

@@ -10,10 +10,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats as sps
 
+from harness.analysis.compare import compare_samples
 from harness.analysis.stats import (
     BootstrapSettings,
+    ClusteredSample,
     bootstrap_quantile_diff_ci,
     bootstrap_quantiles_ci,
+    cluster_bootstrap,
+    cluster_quantiles_ci,
     order_stat_bootstrap,
     poisson_rate_ci,
     quantiles,
@@ -168,3 +172,77 @@ def test_quantiles_monotone_and_bounded(values, q1, q2):
 def test_ci_bounds_ordered(values):
     lo, hi, _ = bootstrap_quantiles_ci(np.array(values), [0.5, 0.9], FAST)
     assert (lo <= hi + 1e-12).all()
+
+
+# ---------------------------------------------------------------- cluster bootstrap (ITL)
+
+
+def _correlated_requests(rng: np.random.Generator, n_req: int, k: int = 20) -> ClusteredSample:
+    """ITL-like data: a per-request speed factor, so the gaps of one request move together."""
+    speed = rng.lognormal(0.0, 0.5, n_req)
+    gaps = speed[:, None] * rng.uniform(0.9, 1.1, (n_req, k)) * 0.02
+    return ClusteredSample(gaps.ravel(), np.full(n_req, k))
+
+
+def test_cluster_bootstrap_matches_naive_resampling(monkeypatch):
+    """Replicates equal pooling the resampled requests' gaps and taking numpy's quantiles,
+    also when the replicates are computed in several batches."""
+    import harness.analysis.stats as stats_mod
+
+    rng = np.random.default_rng(1)
+    lengths = rng.integers(1, 9, 37)
+    values = rng.gamma(2, 1, lengths.sum()).round(1)  # ties on purpose
+    qs = [0.0, 0.1, 0.5, 0.9, 0.99, 1.0]
+    monkeypatch.setattr(stats_mod, "_CLUSTER_BATCH_ELEMENTS", 7 * int(lengths.sum()))
+    reps = cluster_bootstrap(values, lengths, qs, 50, np.random.default_rng(5))
+    picks = np.random.default_rng(5).integers(0, 37, size=(50, 37))
+    bounds = np.concatenate([[0], np.cumsum(lengths)])
+    requests = [values[bounds[i] : bounds[i + 1]] for i in range(37)]
+    for r, p in enumerate(picks):
+        pooled = np.concatenate([requests[i] for i in p])
+        np.testing.assert_allclose(reps[:-1, r], np.quantile(pooled, qs))
+        assert reps[-1, r] == pytest.approx(pooled.mean())
+
+
+def test_itl_difference_of_same_distribution_rarely_significant():
+    """Two arms from one distribution with correlated gaps within a request: the cluster
+    bootstrap flags the p50/p99 difference in at most ~10% of seeds, where treating every
+    gap as independent flags it most of the time."""
+    st_fast = BootstrapSettings(resamples=200, seed=0)
+    flagged = {"p50": 0, "p99": 0}
+    flagged_independent = {"p50": 0, "p99": 0}
+    seeds = 30
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        a, b = _correlated_requests(rng, 150), _correlated_requests(rng, 150)
+        base, other = {"itl_s": a.values}, {"itl_s": b.values}
+        res = compare_samples(base, other, st_fast, {"itl_s": (a, b)})
+        ind = compare_samples(base, other, st_fast)
+        assert res["metrics"]["itl_s"]["ci_method"] == "cluster"
+        for q in flagged:
+            flagged[q] += res["metrics"]["itl_s"][q]["significant"]
+            flagged_independent[q] += ind["metrics"]["itl_s"][q]["significant"]
+    assert flagged["p50"] <= 0.1 * seeds and flagged["p99"] <= 0.1 * seeds, flagged
+    assert min(flagged_independent.values()) >= 0.33 * seeds, flagged_independent
+
+
+def test_cluster_ci_of_a_request_sample_is_rescaled_to_the_full_count():
+    """m-out-of-n: CIs from a uniform sample of 400 of 4,000 requests, rescaled by
+    sqrt(m/n), are about as wide as the CIs from all 4,000 requests."""
+    full = _correlated_requests(np.random.default_rng(3), 4000, k=10)
+    qs = [0.5, 0.9]
+    lo, hi, method = cluster_quantiles_ci(full, qs, BootstrapSettings(resamples=400))
+    assert method == "cluster"
+    keep = np.zeros(4000, bool)
+    keep[np.random.default_rng(4).choice(4000, 400, replace=False)] = True
+    part = ClusteredSample(full.values[np.repeat(keep, 10)], full.lengths[keep], n_total=4000)
+    centre = np.append(np.quantile(full.values, qs), full.values.mean())
+    lo_s, hi_s, method_s = cluster_quantiles_ci(
+        part, qs, BootstrapSettings(resamples=400), centre=centre
+    )
+    assert method_s == "cluster-subsample"
+    np.testing.assert_allclose(hi_s - lo_s, hi - lo, rtol=0.35)
+    assert ((lo_s < centre) & (centre < hi_s)).all()
+    # few requests: no CI
+    lo, _, method = cluster_quantiles_ci(ClusteredSample(np.ones(40), np.full(4, 10)), qs, FAST)
+    assert method == "none" and np.isnan(lo).all()

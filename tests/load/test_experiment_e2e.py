@@ -170,6 +170,26 @@ def test_closed_loop(reports):
     assert (df[df.attempt == 0].groupby("pair_id").arm.nunique() == 2).all()
 
 
+def test_closed_loop_independent_gives_each_arm_its_own_users(reports):
+    res = run_harness(
+        _base(
+            reports,
+            "load=closed",
+            "load.concurrency=2",
+            "load.pairing=independent",
+            "load.duration_s=4",
+            "analysis.report=false",
+        )
+    )
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    df = read_rows(only_run_dir(reports))
+    assert df.pair_id.isna().all()
+    per_arm = df.groupby("arm").size()
+    assert set(per_arm.index) == {"cloud", "selfhosted"}
+    # one user per arm, each sending back to back: the faster arm sends more, never zero
+    assert per_arm.min() >= 2
+
+
 def test_sigkill_loses_at_most_one_flush_interval(reports):
     flush = 1.0
     args = _base(

@@ -64,3 +64,18 @@ def test_warmup_longer_than_run_is_rejected(reports):
     )
     assert res.returncode == 2
     assert "load.warmup_s" in res.stderr and "load.duration_s" in res.stderr
+
+
+def test_missing_workload_file_is_a_config_error(reports):
+    res = run_harness(
+        [
+            "experiment",
+            f"record.reports_dir={reports}",
+            "workload.kind=jsonl",
+            "workload.path=workloads/nope.jsonl",
+        ],
+        timeout=60,
+    )
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "nope.jsonl" in res.stderr and "Traceback" not in res.stderr
+    assert not list(reports.glob("*/*"))  # nothing started, no run directory

@@ -12,6 +12,7 @@ from harness.record.manifest import (
     new_run_id,
     point_latest,
     redact,
+    redact_argv,
 )
 
 
@@ -20,12 +21,28 @@ def test_redact_keeps_env_var_names_but_hides_secrets():
         "arms": {"cloud": {"api_key_env": "OPENAI_API_KEY", "api_key": "sk-live-123", "x": [1]}},
         "headers": [{"Authorization": "Bearer sk-live-123"}],
         "password": None,
+        "launch": {
+            "env": {"HF_TOKEN": "hf_abc", "AWS_SECRET_ACCESS_KEY": "aws", "OPENAI_KEY": "o"}
+        },
     }
     out = redact(cfg)
     assert out["arms"]["cloud"]["api_key_env"] == "OPENAI_API_KEY"
     assert out["arms"]["cloud"]["api_key"] == REDACTED
     assert out["headers"][0]["Authorization"] == REDACTED
     assert "sk-live-123" not in json.dumps(out)
+    assert set(out["launch"]["env"].values()) == {REDACTED}
+    assert out["arms"]["cloud"]["x"] == [1]
+
+
+def test_redact_argv():
+    argv = ["harness", "experiment", "+arms.cloud.api_key=sk-1", "load.rate=2", "x.token=t"]
+    assert redact_argv(argv) == [
+        "harness",
+        "experiment",
+        f"+arms.cloud.api_key={REDACTED}",
+        "load.rate=2",
+        f"x.token={REDACTED}",
+    ]
 
 
 def test_manifest_lifecycle(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pyarrow.parquet as pq
 
-from harness.record.schema import REQUEST_SCHEMA, RequestRecord
+from harness.record.schema import REQUEST_SCHEMA, SCHEMA_VERSION, RequestRecord
 from harness.record.writer import RequestWriter
 
 
@@ -59,4 +59,4 @@ def test_schema_metadata_has_version(tmp_path):
     w.add_record(_rec(1))
     path = w.flush()
     meta = pq.read_schema(path).metadata
-    assert meta[b"harness.schema_version"] == b"1"
+    assert meta[b"harness.schema_version"] == str(SCHEMA_VERSION).encode()

@@ -14,6 +14,7 @@ from harness.sim.cli import main as cli_main
 from harness.sim.params import ParamError
 from harness.sim.process import SimProcess, SimProcessError
 from harness.sim.settings import load_settings
+from harness.workloads.base import WorkloadError
 
 EVAL = "workloads/eval/*.jsonl"
 CLOUD = "sim-cloud-mini"
@@ -54,11 +55,46 @@ def test_wrong_answers_are_plausible(book):
             assert 1 <= abs(int(wrong) - int(it.answer)) <= 3
 
 
+GOOD_ITEM = '{"id": "a", "category": "math", "prompt": "2+2?", "answer": "4"}\n'
+
+
 def test_missing_eval_files_are_tolerated(tmp_path):
     assert len(AnswerBook.load(["nothing/*.jsonl"], root=tmp_path)) == 0
-    (tmp_path / "e.jsonl").write_text('{"id": "a", "prompt": "2+2?", "answer": "4"}\nnot json\n')
+    (tmp_path / "e.jsonl").write_text(GOOD_ITEM)
     book = AnswerBook.load(["e.jsonl"], root=tmp_path)
     assert book.lookup("  2+2? ").answer == "4"
+
+
+@pytest.mark.parametrize(
+    "bad, needle",
+    [
+        ("not json", "malformed JSON"),
+        ('{"id": "b", "category": "x", "prompt": 12, "answer": "4"}', "'prompt' must be a string"),
+        ('{"id": "a", "category": "x", "prompt": "3+3?", "answer": "6"}', "duplicate id 'a'"),
+    ],
+)
+def test_malformed_eval_files_are_refused_like_the_eval_workload(tmp_path, bad, needle):
+    # The same reader and checks as harness.workloads.eval: an error naming file:line.
+    (tmp_path / "bad.jsonl").write_text(GOOD_ITEM + bad + "\n")
+    with pytest.raises(WorkloadError, match=rf"bad.jsonl:2: .*{needle}"):
+        AnswerBook.load(["bad.jsonl"], root=tmp_path)
+
+
+def test_malformed_eval_file_is_a_clean_startup_error_and_a_refused_admin_change(tmp_path, sdk):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "b", "category": "x", "prompt": 12, "answer": "4"}\n')
+    with pytest.raises(SimProcessError, match=r"eval_files.*bad.jsonl:1"):
+        SimProcess("cloud", params={**FAST, "eval_files": [str(bad)]}).start()
+    with SimProcess("cloud", params={**FAST, "accuracy": 1.0}) as sim:
+        before = sim.get_config()["params"]
+        with pytest.raises(SimProcessError, match=r"bad.jsonl:1"):
+            sim.set_params(eval_files=[str(bad)], accuracy=0.0)
+        assert sim.get_config()["params"] == before  # nothing half-applied
+        item = next(iter(AnswerBook.load([EVAL]).by_prompt.values()))
+        r = sdk(sim).chat.completions.create(
+            model=CLOUD, messages=[{"role": "user", "content": item.prompt}], max_tokens=20
+        )
+        assert r.choices[0].message.content == item.answer  # the old book, accuracy 1.0
 
 
 def _ask_all(sim: SimProcess, sdk, book: AnswerBook, n: int | None = None) -> float:

@@ -2,7 +2,8 @@
 
 Extra flags: ``--exit-code N`` (exit during startup), ``--startup-delay S``,
 ``--ignore-sigterm`` (forces the launcher's SIGKILL path), ``--child`` (spawn a child in the
-same process group, which must die with it).
+same process group, which must die with it), ``--api-key`` (printed with the other arguments
+at startup, as vLLM does).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ def main() -> None:
     p.add_argument("--startup-delay", type=float, default=0.0)
     p.add_argument("--ignore-sigterm", action="store_true")
     p.add_argument("--child", action="store_true")
+    p.add_argument("--api-key", default=None)
     a = p.parse_args()
     print(f"fake vllm starting {a.model}", flush=True)
+    print(f"non-default args: {vars(a)}", flush=True)  # as vLLM does, key included
     if a.exit_code is not None:
         print("CUDA error: no GPU found (fake)", flush=True)
         sys.exit(a.exit_code)

@@ -40,6 +40,7 @@ class Script:
     invalid_json_at: int | None = None  # send garbage instead of content chunk N
     stall_after: int | None = None  # after N content chunks, send nothing more
     error_event_at: int | None = None  # send {"error": ...} instead of content chunk N
+    error_payload: dict[str, Any] | None = None  # what error_event_at sends (default code 500)
     chunked: bool = True  # else close-delimited body
     crlf: bool = False  # SSE lines end with \r\n
     batch: bool = False  # write all chunks at once
@@ -59,6 +60,7 @@ class ScriptServer:
         self.health_status = 200
         self.port = 0
         self.connections = 0
+        self._writers: set[asyncio.StreamWriter] = set()
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
         self.thread.start()
@@ -80,6 +82,17 @@ class ScriptServer:
     def push(self, *scripts: Script) -> None:
         self.queue.extend(scripts)
 
+    def drop_connections(self) -> None:
+        """Close every open connection server-side (an idle-timeout or restart), and wait."""
+
+        def drop() -> None:
+            for w in list(self._writers):
+                w.close()
+
+        done = threading.Event()
+        self.loop.call_soon_threadsafe(lambda: (drop(), done.set()))
+        done.wait(5)
+
     def _run(self, ready: threading.Event) -> None:
         asyncio.set_event_loop(self.loop)
 
@@ -93,6 +106,7 @@ class ScriptServer:
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        self._writers.add(writer)
         try:
             while True:
                 try:
@@ -107,21 +121,22 @@ class ScriptServer:
                     if ":" in line:
                         k, v = line.split(":", 1)
                         headers[k.strip().lower()] = v.strip()
+                route = path.split("?", 1)[0]
                 n = int(headers.get("content-length", "0"))
                 raw = await reader.readexactly(n) if n else b""
                 body = json.loads(raw) if raw else None
                 self.requests.append(
                     {"method": method, "path": path, "headers": headers, "body": body, "t": t_recv}
                 )
-                if path.endswith("/models"):
+                if route.endswith("/models"):
                     await self._simple(writer, self.models_status, self._models_body())
-                elif path.endswith("/metrics"):
+                elif route.endswith("/metrics"):
                     await self._simple(writer, 200, self.metrics_text.encode(), "text/plain")
-                elif path.endswith("/health"):
+                elif route.endswith("/health"):
                     await self._simple(writer, self.health_status, b"")
-                elif path.endswith("/completions"):
+                elif route.endswith("/completions"):
                     script = self.queue.popleft() if self.queue else self.default
-                    keep = await self._play(writer, script, headers, body, path)
+                    keep = await self._play(writer, script, headers, body, route)
                     if not keep:
                         return
                 else:
@@ -129,6 +144,7 @@ class ScriptServer:
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:
+            self._writers.discard(writer)
             try:
                 writer.close()
             except Exception:
@@ -227,7 +243,8 @@ class ScriptServer:
                 await send('{"choices": [ not json')
                 continue
             if s.error_event_at == i:
-                await send(json.dumps({"error": {"message": "engine died", "code": 500}}))
+                err = s.error_payload or {"error": {"message": "engine died", "code": 500}}
+                await send(json.dumps(err))
                 continue
             last = i == n - 1
             if i == 0:

@@ -389,3 +389,251 @@ def test_ttft_fidelity(server, impl, tolerance):
     assert injected <= min(ttfts)
     assert med - injected < tolerance, ttfts
     assert 0 <= statistics.median(read_lag) < 0.002, read_lag
+
+
+# -- review fixes ------------------------------------------------------------------------
+
+
+def _wait_for(cond, timeout=5.0):
+    deadline = time.perf_counter() + timeout
+    while not cond():
+        assert time.perf_counter() < deadline, "condition not met in time"
+        time.sleep(0.005)
+
+
+def test_lean_two_stale_pooled_connections_connect_fresh(server):
+    c = _client(server, "lean")
+    c.target.retry.max_attempts = 1  # a stale pool must not need a retry (nor blame the target)
+    before = server.connections
+    c._idle.extend([c._connect(), c._connect()])
+    _wait_for(lambda: server.connections >= before + 2)
+    server.drop_connections()  # e.g. the server's keep-alive timeout closed both
+    time.sleep(0.05)
+    rows = _one(c)
+    assert [(r.status, r.error_type) for r in rows] == [("ok", None)], rows[0].error_message
+    assert rows[0].output_text == "Hello world!"
+    assert len(c._idle) == 1  # the stale ones were dropped, the fresh one kept
+
+
+def test_lean_stale_connections_every_time_is_a_connection_error(server, monkeypatch):
+    from harness.targets import lean
+
+    c = _client(server, "lean")
+    c.target.retry.max_attempts = 1
+
+    def stale(*a, **kw):
+        raise lean._StaleConnection()
+
+    monkeypatch.setattr(c, "_exchange", stale)
+    r = _one(c)[0]
+    assert (r.error_type, r.error_message) == ("connection", "stale keep-alive connections")
+
+
+def _in_thread(fn):
+    out = {}
+
+    def run():
+        out["rows"] = fn()
+
+    th = threading.Thread(target=run, daemon=True)
+    th.start()
+    return th, out
+
+
+@pytest.mark.parametrize("impl", CLIENTS)
+def test_slot_wait_counts_as_queue_delay(server, impl):
+    server.push(Script(ttft_s=0.5), Script())
+    c = _client(server, impl, max_connections=1)
+    th_a, out_a = _in_thread(lambda: c.execute(ITEM, request_id="a"))
+    _wait_for(lambda: len(server.requests) == 1)
+    t_b = clock.now_ns()
+    rows_b = c.execute(ITEM, request_id="b", t_scheduled_ns=t_b)  # waits for A's slot
+    th_a.join(5)
+    a, b = out_a["rows"][0], rows_b[0]
+    assert a.status == "ok" and b.status == "ok", (a.error_message, b.error_message)
+    assert b.t_sent >= a.t_end  # sent only once A had released the connection
+    assert b.queue_delay_s >= 0.3  # the wait is client lag ...
+    assert b.ttft_s < 0.2  # ... not target latency
+    assert b.ttft_sched_s >= 0.3
+
+
+@pytest.mark.parametrize("impl", CLIENTS)
+def test_slot_timeout_is_a_client_side_connection_error(server, impl):
+    c = _client(server, impl, max_connections=1, total_s=0.3)
+    c.target.retry.max_attempts = 3  # connection is in retry_on, yet pool exhaustion is final
+    c._slots_free = 0  # every connection busy (held by other requests)
+    t0 = time.perf_counter()
+    rows = _one(c)
+    took = time.perf_counter() - t0
+    assert len(rows) == 1, [r.error_type for r in rows]
+    r = rows[0]
+    assert r.error_type == "connection", r.error_message
+    assert "pool exhausted" in r.error_message and "max_connections" in r.error_message
+    assert r.t_sent is None and r.queue_delay_s is None and r.ttft_s is None
+    assert r.e2e_sched_s == pytest.approx(0.3, abs=0.15) and 0.3 <= took < 1.0
+    assert server.requests == []
+    records_to_table(rows)
+
+
+@pytest.mark.parametrize("impl", CLIENTS)
+def test_cancel_wakes_slot_waiters(server, impl):
+    server.push(Script(stall_after=1), Script())
+    c = _client(server, impl, max_connections=1, first_token_s=30, total_s=30)
+    th_a, out_a = _in_thread(lambda: c.execute(ITEM, request_id="a"))
+    _wait_for(lambda: len(server.requests) == 1)
+    th_b, out_b = _in_thread(lambda: c.execute(ITEM, request_id="b"))
+    time.sleep(0.2)  # B is queued for the one connection
+    t0 = time.perf_counter()
+    c.cancel()
+    th_a.join(5)
+    th_b.join(5)
+    assert not th_a.is_alive() and not th_b.is_alive()
+    assert time.perf_counter() - t0 < 2.0
+    assert [r.error_type for r in out_a["rows"]] == ["cancelled"]
+    assert [r.error_type for r in out_b["rows"]] == ["cancelled"]
+    assert out_b["rows"][0].t_sent is None
+    time.sleep(0.1)
+    assert len(server.requests) == 1  # the queued request was never sent
+
+
+def test_sdk_pool_timeout_is_not_a_first_token_timeout(server, monkeypatch):
+    import httpx2
+    import openai
+
+    c = _client(server, "sdk")
+    c.target.retry.max_attempts = 3
+
+    def pool_timeout(**kw):
+        request = httpx2.Request("POST", server.base_url + "/chat/completions")
+        try:
+            raise httpx2.PoolTimeout("timed out waiting for a connection")
+        except httpx2.PoolTimeout as exc:
+            raise openai.APITimeoutError(request=request) from exc
+
+    monkeypatch.setattr(c, "_create", pool_timeout)
+    rows = _one(c)
+    assert len(rows) == 1  # not retried
+    r = rows[0]
+    assert r.error_type == "connection" and "first token" not in r.error_message
+    assert "pool exhausted" in r.error_message and "max_connections" in r.error_message
+
+
+@pytest.mark.parametrize("impl", CLIENTS)
+def test_on_row_gets_each_attempt_before_the_backoff(server, impl):
+    server.push(Script(status=429, headers={"Retry-After": "0.5"}), Script())
+    c = _client(server, impl)
+    seen = []
+
+    def on_row(rec):
+        seen.append((clock.now_ns(), rec))
+
+    th, out = _in_thread(lambda: _one(c, on_row=on_row))
+    _wait_for(lambda: len(seen) == 1, timeout=0.4)
+    assert th.is_alive()  # still in the 0.5 s backoff, and attempt 0's row is out
+    assert seen[0][1].attempt == 0 and seen[0][1].error_type == "rate_limited"
+    th.join(5)
+    rows = out["rows"]
+    assert [r.attempt for r in rows] == [0, 1] and rows[1].status == "ok"
+    assert [rec for _, rec in seen] == rows  # the same rows, returned too
+    assert seen[0][0] < rows[1].t_scheduled - 300_000_000  # delivered well before backoff end
+
+
+@pytest.mark.parametrize("impl", CLIENTS)
+def test_on_row_gets_the_cancelled_row(server, impl):
+    c = _client(server, impl)
+    c.cancel()
+    seen = []
+    rows = _one(c, on_row=seen.append)
+    assert seen == rows and [r.error_type for r in rows] == ["cancelled"]
+
+
+@pytest.mark.parametrize("impl", CLIENTS)
+def test_t_arrival_is_the_original_schedule(server, impl):
+    server.push(Script(status=502), Script(status=503), Script())
+    c = _client(server, impl)
+    t_sched = clock.now_ns() - 2_000_000
+    rows = c.execute(ITEM, request_id="r1", pair_id="p1", t_scheduled_ns=t_sched)
+    assert [r.attempt for r in rows] == [0, 1, 2] and rows[-1].status == "ok"
+    assert [r.t_arrival for r in rows] == [t_sched] * 3
+    assert rows[0].t_scheduled == t_sched and rows[2].t_scheduled > rows[1].t_end > t_sched
+    whole = (rows[-1].t_end - rows[-1].t_arrival) / 1e9
+    assert whole > rows[-1].e2e_sched_s  # the failed attempts and backoffs are in it
+    failed = c.failure_record(
+        ITEM, request_id="r2", error_type="cancelled", message="x", t_scheduled_ns=t_sched
+    )
+    assert failed.t_arrival == t_sched
+    table = records_to_table([*rows, failed])
+    assert table.column("t_arrival").null_count == 0
+
+
+STREAM_FAULTS = [
+    ({"error": {"message": "slow down", "code": 429}}, "rate_limited"),
+    ({"error": {"message": "bad input", "code": 400}}, "client_error"),
+    ({"error": {"message": "engine died", "code": 500}}, "server_error"),
+    ({"error": {"message": "no code", "type": "server_error"}}, "server_error"),
+    ({"error": "plain text"}, "server_error"),
+    (
+        {"object": "error", "message": "too long", "type": "BadRequestError", "code": 400},
+        "client_error",
+    ),
+    (
+        {"object": "error", "message": "busy", "type": "ServiceUnavailable", "code": 503},
+        "server_error",
+    ),
+    (
+        {"object": "error", "message": "wait", "type": "TooManyRequests", "code": 429},
+        "rate_limited",
+    ),
+]
+
+
+@pytest.mark.parametrize("impl", CLIENTS)
+@pytest.mark.parametrize(
+    "payload,etype",
+    STREAM_FAULTS,
+    ids=["429", "400", "500", "nocode", "string", "vllm-400", "vllm-503", "vllm-429"],
+)
+def test_in_stream_errors_classified_alike(server, impl, payload, etype):
+    server.push(Script(error_event_at=1, error_payload=payload))
+    c = _client(server, impl)
+    c.target.retry.max_attempts = 1
+    r = _one(c)[0]
+    assert (r.error_type, r.http_status) == (etype, 200), r.error_message
+    assert r.error_message.startswith("error event in stream:")
+    assert r.output_text == "Hello"  # the content before the error is kept
+
+
+@pytest.mark.parametrize("impl", CLIENTS)
+def test_base_url_query_is_kept(server, impl):
+    t = make_target(server.base_url + "?api-version=2024-10-21", client=impl)
+    c = make_arm_client("cloud", t, run_id="r", experiment="e")
+    assert _one(c)[0].status == "ok"
+    assert server.requests[-1]["path"] == "/v1/chat/completions?api-version=2024-10-21"
+
+
+def _sent_seed(server, impl, **kw):
+    seed = kw.pop("seed", 5)
+    t = make_target(server.base_url, client=impl, **kw)
+    c = make_arm_client("a", t, run_id="r", experiment="e", seed=seed)
+    assert _one(c)[0].status == "ok"
+    return server.requests[-1]["body"].get("seed")
+
+
+@pytest.mark.parametrize("impl", CLIENTS)
+def test_request_seed_derived_from_run_seed(server, impl):
+    from harness.targets.client import derived_request_seed
+
+    s1 = _sent_seed(server, impl, temperature=0.7)
+    assert s1 == derived_request_seed(5, "p1")  # per pair id: mirrored arms sample alike
+    assert _sent_seed(server, impl, temperature=0.7) == s1  # reproducible
+    assert _sent_seed(server, impl, temperature=0.7, seed=6) != s1
+    assert _sent_seed(server, impl, temperature=0.7, kind="vllm") == s1
+    assert _sent_seed(server, impl, temperature=0.0) is None  # greedy: no seed needed
+    assert _sent_seed(server, impl, temperature=0.7, kind="sim_cloud") == s1
+
+
+def test_openai_target_gets_seed_only_from_extra_body(server, monkeypatch):
+    monkeypatch.setenv("HARNESS_TEST_KEY", "sk-test-0123456789")
+    kw = dict(kind="openai", api_key_env="HARNESS_TEST_KEY", temperature=0.7)
+    assert _sent_seed(server, "lean", **kw) is None
+    assert _sent_seed(server, "lean", extra_body={"seed": 42}, **kw) == 42

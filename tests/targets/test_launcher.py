@@ -97,3 +97,23 @@ def test_missing_command(tmp_path):
     t.launch.command = ["definitely-not-vllm-xyz", "serve"]
     with pytest.raises(TargetError, match="cannot run 'definitely-not-vllm-xyz'"):
         VllmLauncher("selfhosted", t).start()
+
+
+def test_api_key_masked_in_log_and_errors(tmp_path):
+    from harness.targets.launcher import masked_command
+
+    key = "s3cret-launch-value-123"
+    t = _target(tmp_path, "--api-key", key, "--exit-code", "3")
+    with pytest.raises(TargetError) as info:
+        VllmLauncher("selfhosted", t, poll_s=0.05).start()
+    assert "exited with code 3" in str(info.value)
+    assert key not in str(info.value)  # the quoted log tail is masked too
+    log = Path(t.launch.log_file).read_text()
+    cmd_line = next(line for line in log.splitlines() if line.startswith("$ "))
+    assert "--api-key ***" in cmd_line and key not in cmd_line
+
+    shown, secrets = masked_command(
+        ["vllm", "serve", "m", f"--api-key={key}", "--x", "sk-proj-abcdef123456", "--port", "1"]
+    )
+    assert shown == "vllm serve m --api-key=*** --x *** --port 1"
+    assert secrets == (key,)

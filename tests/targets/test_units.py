@@ -11,7 +11,7 @@ import pytest
 from harness.config import RetryConfig
 from harness.targets import timing
 from harness.targets.errors import clip_message, redact
-from harness.targets.lean import dechunk, sse_data
+from harness.targets.lean import _Endpoint, _Framing, dechunk, deframe, sse_data
 from harness.targets.retry import backoff_s, parse_retry_after, retry_after_from, should_retry
 from harness.targets.tokens import count_tokens, encoding_name_for
 
@@ -103,3 +103,27 @@ def test_timing_formulas():
     assert timing.itl_s([0, 10_000_000, 30_000_000]) == pytest.approx([0.01, 0.02])
     assert timing.itl_s([5]) == []
     assert timing.queue_delay_s(3_000_000_000, 1_000_000_000) == 2.0
+
+
+@pytest.mark.parametrize(
+    "url,host,path",
+    [
+        ("http://[::1]/v1", "[::1]", "/v1/chat/completions"),
+        ("http://[::1]:8000/v1", "[::1]:8000", "/v1/chat/completions"),
+        ("https://[2001:db8::1]/v1/", "[2001:db8::1]", "/v1/chat/completions"),
+        ("http://127.0.0.1:9/v1?api-version=2024-10-21", "127.0.0.1:9",
+         "/v1/chat/completions?api-version=2024-10-21"),
+        ("https://example.com", "example.com", "/chat/completions"),
+    ],
+)  # fmt: skip
+def test_lean_endpoint_host_and_path(url, host, path):
+    head = _Endpoint(url, "/chat/completions", "k").head.decode()
+    assert head.startswith(f"POST {path} HTTP/1.1\r\n")
+    assert f"\r\nHost: {host}\r\n" in head
+
+
+def test_deframe():
+    assert deframe(b"abcdef", _Framing.LENGTH, 4) == (b"abcd", b"ef", 0, True)
+    assert deframe(b"ab", _Framing.LENGTH, 4) == (b"ab", b"", 2, False)
+    assert deframe(b"ab", _Framing.CLOSE, -1) == (b"ab", b"", -1, False)
+    assert deframe(b"2\r\nab\r\n0\r\n\r\n", _Framing.CHUNKED, 0) == (b"ab", b"", 0, True)
