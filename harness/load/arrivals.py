@@ -45,7 +45,6 @@ FIRST_BLOCK = 1024  # small first block: short runs stay cheap
 BLOCK = 65536
 _SALT = 0xA7714A1
 TRACE_COLUMNS = ("t", "timestamp", "time", "offset_s")
-PHASES = ("warmup", "main", "cooldown")
 
 
 class ArrivalError(ConfigError):

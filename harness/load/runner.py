@@ -142,8 +142,12 @@ class _Progress:
         self.t_start = time.monotonic()
         self.last: dict[str, tuple[float, int]] = {}
 
+    @property
+    def stats(self) -> Any:
+        return self.env.runner.stats if self.env.runner else self.env.stats
+
     def line(self) -> str:
-        stats = self.env.runner.stats if self.env.runner else self.env.stats
+        stats = self.stats
         now = time.monotonic()
         elapsed = max(0.0, (time.time_ns() - self.t0_ns) / 1e9)
         parts = [f"[{elapsed:5.0f}s/{self.duration_s:.0f}s]"]
@@ -161,7 +165,7 @@ class _Progress:
         return parts[0] + " " + " | ".join(parts[1:])
 
     def error_rates(self) -> dict[str, tuple[int, float]]:
-        stats = self.env.runner.stats if self.env.runner else self.env.stats
+        stats = self.stats
         out = {}
         for arm in self.arms:
             req = stats.get(STATS_REQUEST, arm)

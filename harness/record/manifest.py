@@ -99,10 +99,12 @@ def host_info() -> dict[str, Any]:
     }
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any, *, allow_nan: bool = True) -> None:
+    """Write JSON via a temporary file, fsync and rename: readers never see half a file."""
+    path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2, sort_keys=False, default=str)
+        json.dump(data, fh, indent=2, sort_keys=False, default=str, allow_nan=allow_nan)
         fh.write("\n")
         fh.flush()
         os.fsync(fh.fileno())

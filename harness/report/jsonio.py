@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from harness.record.manifest import write_json_atomic
 
 
 def json_safe(obj: Any) -> Any:
@@ -34,8 +34,5 @@ def json_safe(obj: Any) -> Any:
 
 
 def write_json(path: Path, data: Any) -> None:
-    """Write ``json_safe(data)`` atomically (temp file + rename), indented."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(json_safe(data), indent=2, allow_nan=False) + "\n", "utf-8")
-    os.replace(tmp, path)
+    """Write ``json_safe(data)`` atomically (temp file, fsync, rename), indented."""
+    write_json_atomic(Path(path), json_safe(data), allow_nan=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any
 
+from harness.config import OUTPUT_TEXT_MODES
 from harness.record.schema import RequestRecord
 from harness.targets import clock, timing
 from harness.targets.errors import AttemptError, clip_message
@@ -163,8 +164,8 @@ class RecordContext:
         secrets: tuple[str, ...],
         count_fallback: str = "tokenizer",
     ) -> None:
-        if output_text not in ("keep", "hash", "drop"):
-            raise ValueError(f"output_text: {output_text!r} is not keep, hash or drop")
+        if output_text not in OUTPUT_TEXT_MODES:
+            raise ValueError(f"output_text: {output_text!r} is not one of {OUTPUT_TEXT_MODES}")
         self.run_id = run_id
         self.experiment = experiment
         self.arm = arm
