@@ -76,16 +76,17 @@ def _swept_keys() -> list[str]:
 def _experiment_task(cfg: Any) -> None:
     from harness.config import ConfigError, project_root
     from harness.load.runner import RunError, run_experiment
+    from harness.redaction import redact_text
     from harness.targets.errors import TargetError
 
     sweep = _sweep_info()
     try:
         run_dir = run_experiment(cfg, sweep=sweep)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        print(f"config error: {redact_text(str(exc))}", file=sys.stderr)
         raise SystemExit(2) from exc
     except (TargetError, RunError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         raise SystemExit(2) from exc
     if sweep is not None:
         sweep_dir = (
@@ -194,6 +195,12 @@ def main(argv: list[str] | None = None) -> int:
         from gevent import monkey
 
         monkey.patch_all()
+        # Whatever it prints (progress, errors, log records, tracebacks, Hydra's "Error
+        # executing job with overrides") passes through the redaction of known secrets.
+        from harness.redaction import install_console_redaction, register_argv
+
+        register_argv(rest)
+        install_console_redaction()
     from harness.config import ConfigError
 
     _setup_logging()
@@ -215,7 +222,9 @@ def main(argv: list[str] | None = None) -> int:
 
             return sim_main(rest)
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        from harness.redaction import redact_text
+
+        print(f"config error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except ValueError as exc:  # unreadable run data: RunDataError, ReaderError
         from harness.analysis.data import RunDataError

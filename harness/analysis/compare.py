@@ -26,12 +26,25 @@ from harness.analysis.stats import (
     ClusteredSample,
     bootstrap_quantile_diff_ci,
     cluster_quantile_diff_ci,
-    finite,
     sorted_quantiles,
 )
 
 #: Headline quantiles of a comparison, with their keys.
 HEADLINE = (("p50", 0.5), ("p99", 0.99))
+
+
+#: Stand-in for a censored value (+inf) inside the difference bootstrap; a bound that reaches
+#: it is reported as unbounded (+-inf, null in JSON).
+_CENSORED_STANDIN = 1e12
+
+
+def _standin(v: np.ndarray) -> np.ndarray:
+    return np.where(np.isposinf(v), _CENSORED_STANDIN, v) if v.size and v[-1] == np.inf else v
+
+
+def _unbounded(x: np.ndarray) -> np.ndarray:
+    x = np.where(x >= _CENSORED_STANDIN / 2, np.inf, x)
+    return np.where(x <= -_CENSORED_STANDIN / 2, -np.inf, x)
 
 
 def compare_samples(
@@ -46,7 +59,14 @@ def compare_samples(
     Inputs are value arrays per metric (any order; NaN ignored). ``clusters``: for a metric
     whose values come in correlated clusters (ITL), the (baseline, other) samples of whole
     clusters; its CIs then come from the cluster bootstrap (point estimates still from the
-    value arrays)."""
+    value arrays).
+
+    Censored values (``+inf``: timeouts, requests never answered, see
+    :mod:`harness.analysis.metrics`) take part: where a quantile of one side is censored the
+    entry's ``censored`` names that side (``baseline``, ``other`` or ``both``), ``diff`` and
+    its CI are not numbers (null), and ``slower`` says which side is slower when only one is
+    censored (a censored quantile is longer than anything observed); a CI bound reached
+    through censored values is unbounded (null)."""
     qs = [q for _, q in HEADLINE] + list(DECILES)
     metrics: dict[str, Any] = {}
     shift: dict[str, Any] = {}
@@ -60,7 +80,10 @@ def compare_samples(
             diff = qb - qa
             lo, hi, method = cluster_quantile_diff_ci(ca, cb, qs, settings, centres=(qa, qb))
         else:
-            diff, lo, hi, method = bootstrap_quantile_diff_ci(a, b, qs, settings, presorted=True)
+            diff, lo, hi, method = bootstrap_quantile_diff_ci(
+                _standin(a), _standin(b), qs, settings, presorted=True
+            )
+            lo, hi = _unbounded(lo), _unbounded(hi)
         entry: dict[str, Any] = {"n_baseline": int(a.size), "n_other": int(b.size)}
         entry["ci_method"] = method
         for i, (name, _) in enumerate(HEADLINE):
@@ -75,22 +98,34 @@ def compare_samples(
 
 
 def _sorted(v: np.ndarray) -> np.ndarray:
+    """Sorted values without NaN; ``+inf`` (censored) kept at the end."""
     v = np.asarray(v, dtype=np.float64)
-    if v.size > 1 and not (np.all(np.isfinite(v)) and np.all(v[1:] >= v[:-1])):
-        v = np.sort(finite(v))
-    return v[np.isfinite(v)] if v.size == 1 else v
+    keep = ~np.isnan(v) & (v != -np.inf)
+    if not keep.all():
+        v = v[keep]
+    if v.size > 1 and not np.all(v[1:] >= v[:-1]):
+        v = np.sort(v)
+    return v
 
 
 def _point(a: float, b: float, d: float, lo: float, hi: float) -> dict[str, Any]:
+    cens_a, cens_b = a == math.inf, b == math.inf
+    out: dict[str, Any] = {"baseline": float(a), "other": float(b)}
+    if cens_a or cens_b:
+        side = "both" if cens_a and cens_b else ("baseline" if cens_a else "other")
+        slower = None if side == "both" else side
+        return out | {"diff": math.nan, "ratio": math.nan, "ci": [math.nan, math.nan],
+                      "significant": False, "censored": side, "slower": slower}  # fmt: skip
     ratio = float(b / a) if a and math.isfinite(a) and math.isfinite(b) else math.nan
-    significant = bool(math.isfinite(lo) and math.isfinite(hi) and (lo > 0 or hi < 0))
-    return {
-        "baseline": float(a),
-        "other": float(b),
+    significant = bool(not math.isnan(lo) and not math.isnan(hi) and (lo > 0 or hi < 0))
+    slower = ("other" if lo > 0 else "baseline") if significant else None
+    return out | {
         "diff": float(d),
         "ratio": ratio,
         "ci": [float(lo), float(hi)],
         "significant": significant,
+        "censored": None,
+        "slower": slower,
     }
 
 

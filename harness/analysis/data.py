@@ -57,8 +57,24 @@ _FLOAT_COLUMNS = (
     "prompt_tokens",
     "completion_tokens",
 )
-_TIME_COLUMNS = ("t_scheduled", "t_sent", "t_end")
-_MAIN_COLUMNS = ("arm", "slice", "status", "error_type", "attempt", *_TIME_COLUMNS, *_FLOAT_COLUMNS)
+_TIME_COLUMNS = ("t_scheduled", "t_sent", "t_first_token", "t_end", "t_arrival")
+#: Latency columns checked for impossible values on load (negative, infinite, or missing on an
+#: ok row): such rows are named in a caveat and left out of the latency statistics.
+_CHECKED_LATENCIES = ("ttft_s", "e2e_s", "ttft_sched_s", "e2e_sched_s", "tpot_s", "queue_delay_s")
+#: A queue delay may be a hair negative (send clock vs schedule clock); beyond this it is wrong.
+QUEUE_DELAY_TOLERANCE_S = 0.001
+_MAIN_COLUMNS = (
+    "arm",
+    "slice",
+    "status",
+    "error_type",
+    "attempt",
+    "request_id",
+    "will_retry",
+    "itl_s",
+    *_TIME_COLUMNS,
+    *_FLOAT_COLUMNS,
+)
 
 
 class RunDataError(ValueError):
@@ -183,6 +199,9 @@ class RunData:
     error_types: list[str]
     error: np.ndarray  # int16 code into ``error_types``; -1 for ok rows / no type
     attempt: np.ndarray  # int32
+    request: np.ndarray  # int32 code of request_id (attempts of one logical request share it)
+    will_retry: np.ndarray  # int8: 1 the client retried this failed attempt, 0 no, -1 unknown
+    n_chunks: np.ndarray  # int32 content chunks received (len(itl_s) + 1); 0 when none/unknown
     cols: dict[str, np.ndarray]  # float64 (NaN = null): _FLOAT_COLUMNS and _TIME_COLUMNS
     t0_ns: int | None  # absolute time (UTC ns) of relative time 0
     itl: dict[tuple[int, int | None], PooledSample]  # (arm, slice or None = all slices)
@@ -199,16 +218,32 @@ class RunData:
     def arm_mask(self, arm: str) -> np.ndarray:
         return self.arm == self.arms.index(arm)
 
-    def window(self) -> tuple[float, float]:
-        """Analysed window in relative seconds: first scheduled/sent time -> last end/sent time."""
-        starts = [self.cols["t_scheduled"], self.cols["t_sent"]]
-        ends = [self.cols["t_end"], self.cols["t_sent"]]
-        lo = _nan_extreme(starts, np.nanmin)
-        hi = _nan_extreme(ends, np.nanmax)
+    @property
+    def cancelled(self) -> np.ndarray:
+        """Rows the harness itself cancelled (drain, SIGINT): not failures of the target."""
+        key = ("cancelled_rows",)
+        if key not in self.cache:
+            code = self.error_types.index("cancelled") if "cancelled" in self.error_types else -2
+            self.cache[key] = ~self.ok & (self.error == code)
+        return self.cache[key]
+
+    def window(self, mask: np.ndarray | None = None) -> tuple[float, float]:
+        """Analysed window in relative seconds: first scheduled/sent time -> last end/sent time
+        of the rows in ``mask`` (all rows when None). Used for the common time axis of plots."""
+        c = self.cols
+        pick = (lambda a: a) if mask is None else (lambda a: a[mask])
+        lo = _nan_extreme([pick(c["t_scheduled"]), pick(c["t_sent"])], np.nanmin)
+        hi = _nan_extreme([pick(c["t_end"]), pick(c["t_sent"])], np.nanmax)
         return lo, hi
 
-    def duration_s(self) -> float:
-        lo, hi = self.window()
+    def arm_window(self, arm: str) -> tuple[float, float]:
+        """One arm's own window: its first scheduled/sent time -> its last end/sent time, over
+        its rows that the harness did not cancel. Another arm's stragglers never move it."""
+        return self.window(self.arm_mask(arm) & ~self.cancelled)
+
+    def duration_s(self, arm: str | None = None) -> float:
+        """Length of :meth:`arm_window` (of :meth:`window` when ``arm`` is None)."""
+        lo, hi = self.window() if arm is None else self.arm_window(arm)
         d = hi - lo
         return d if math.isfinite(d) and d > 0 else math.nan
 
@@ -390,6 +425,7 @@ def load_run(
     slice_index: dict[str | None, int] = {}
     err_index: dict[str | None, int] = {}
     pieces: dict[str, list[np.ndarray]] = {k: [] for k in _MAIN_COLUMNS}
+    rid_chunks: list[pa.Array] = []
     ref: int | None = None
     for part in iter_request_parts(run_dir, _MAIN_COLUMNS, phases):
         if part.num_rows == 0:
@@ -402,6 +438,14 @@ def load_run(
         pieces["error_type"].append(_codes(part.column("error_type"), err_index))
         pieces["attempt"].append(
             pc.fill_null(part.column("attempt"), 0).to_numpy().astype(np.int32, copy=False)
+        )
+        rid = part.column("request_id").cast(pa.string())
+        rid_chunks.extend(pc.fill_null(rid, "").chunks)
+        wr = part.column("will_retry").cast(pa.int8())
+        pieces["will_retry"].append(pc.fill_null(wr, -1).to_numpy().astype(np.int8, copy=False))
+        itl_len = pc.list_value_length(part.column("itl_s"))
+        pieces["itl_s"].append(
+            pc.fill_null(pc.add(itl_len, 1), 0).to_numpy().astype(np.int32, copy=False)
         )
         for name in _TIME_COLUMNS:
             pieces[name].append(_times(part.column(name), ref))
@@ -417,6 +461,10 @@ def load_run(
     ok = cat("status", bool)
     err_codes = cat("error_type", np.int16)
     attempt = cat("attempt", np.int32)
+    will_retry = cat("will_retry", np.int8)
+    n_chunks = cat("itl_s", np.int32)
+    request, request_ids = _request_codes(rid_chunks)
+    del rid_chunks
     cols = {name: cat(name, np.float64) for name in (*_TIME_COLUMNS, *_FLOAT_COLUMNS)}
 
     # Normalise codes: arms keep manifest order; a null arm becomes "(unknown)".
@@ -437,6 +485,9 @@ def load_run(
         for name in _TIME_COLUMNS:
             cols[name] -= shift
         t0_ns = ref + int(round(shift * 1e9))
+
+    _check_latencies(cols, ok, n_chunks, notes, request, request_ids, attempt)
+    del request_ids
 
     arm_lookup = {a: i for i, a in enumerate(arms)}
     slice_lookup = {s: i for i, s in enumerate(slices)}
@@ -473,6 +524,9 @@ def load_run(
         error_types=error_types,
         error=err_codes,
         attempt=attempt,
+        request=request,
+        will_retry=will_retry,
+        n_chunks=n_chunks,
         cols=cols,
         t0_ns=t0_ns,
         itl=itl,
@@ -484,6 +538,74 @@ def load_run(
     if not manifest:
         data.notes.append(f"{run_dir / 'manifest.json'} is missing: defaults were used.")
     return data
+
+
+def _request_codes(chunks: list[pa.Array]) -> tuple[np.ndarray, pa.Array]:
+    """int32 codes of the ``request_id`` strings (equal ids -> equal codes), via Arrow's hash
+    table (no Python string per row), and the ids by code."""
+    if not chunks:
+        return np.empty(0, np.int32), pa.array([], pa.string())
+    # one hash table over every chunk: the chunks share one dictionary (no concatenation)
+    enc = pc.dictionary_encode(pa.chunked_array(chunks, pa.string()))
+    codes = np.concatenate(
+        [c.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False) for c in enc.chunks]
+    )
+    return codes, enc.chunks[-1].dictionary
+
+
+def _check_latencies(
+    cols: dict[str, np.ndarray],
+    ok: np.ndarray,
+    n_chunks: np.ndarray,
+    notes: list[str],
+    request: np.ndarray,
+    request_ids: pa.Array,
+    attempt: np.ndarray,
+) -> None:
+    """Data checks: impossible latencies never reach a statistic silently.
+
+    A latency that is negative (a queue delay beyond :data:`QUEUE_DELAY_TOLERANCE_S`),
+    infinite, or missing on an ok row (TTFT, E2E), or timestamps out of order
+    (first token before send, end before first token) make the row's latencies null (left out
+    of every latency statistic; counts and failure rates keep the row) and a caveat names how
+    many rows and which. TPOT of a request whose tokens came in one chunk cannot be measured:
+    a TPOT of exactly 0 (older files recorded that for it) is made null.
+    """
+    tpot = cols["tpot_s"]
+    tpot[tpot == 0] = np.nan  # older files: all tokens in one chunk recorded TPOT 0
+    counts: dict[str, int] = {}
+    any_bad = np.zeros(ok.size, bool)
+
+    def flag(name: str, bad: np.ndarray) -> None:
+        n = int(np.count_nonzero(bad))
+        if n:
+            counts[name] = n
+            np.logical_or(any_bad, bad, out=any_bad)
+
+    with np.errstate(invalid="ignore"):
+        for name in _CHECKED_LATENCIES:
+            v = cols[name]
+            floor = -QUEUE_DELAY_TOLERANCE_S if name == "queue_delay_s" else 0.0
+            flag(name, np.isinf(v) | (v < floor))
+            if name in ("ttft_s", "e2e_s"):
+                flag(f"{name} missing", ok & np.isnan(v))
+        t = cols
+        flag("first token before send", t["t_first_token"] < t["t_sent"])
+        flag("end before first token", t["t_end"] < t["t_first_token"])
+        flag("end before send", t["t_end"] < t["t_sent"])
+    if not counts:
+        return
+    for name in (*_CHECKED_LATENCIES, "t_first_token", "t_end"):
+        cols[name][any_bad] = np.nan
+    rows = np.flatnonzero(any_bad)
+    what = ", ".join(f"{k} ({v:,})" for k, v in counts.items())
+    names = [f"{request_ids[int(request[r])].as_py()} attempt {int(attempt[r])}" for r in rows[:5]]
+    shown = ", ".join(names) + (", ..." if rows.size > 5 else "")
+    notes.append(
+        f"{rows.size:,} row(s) had impossible latencies (negative, infinite, missing on an ok "
+        f"row, or timestamps out of order: {what}); they are left out of the latency "
+        f"statistics ({shown})."
+    )
 
 
 def _relabel(

@@ -1,9 +1,14 @@
-"""Latency statistics per arm and per workload slice: quantiles and means with bootstrap CIs.
+"""Latency statistics per arm and per workload slice: quantiles and means with their CIs.
 
-Uses successful rows only (errored rows have no TTFT/E2E). Keys of one metric's entry:
-``n``, ``mean``, ``p50`` ``p90`` ``p95`` ``p99`` ``p99_9``, ``ci`` (``{stat: [low, high]}``),
-``ci_method`` (``scipy``, ``order-statistic``, ``constant`` or ``none``; see
-:mod:`harness.analysis.stats`) and, for ITL, ``quantile_n`` (pooled gaps the quantiles were
+Which rows each metric holds is defined in :mod:`harness.analysis.metrics` (successful
+attempts plus censored timeouts; per logical request, failures censored). Keys of one
+metric's entry: ``n``, ``mean`` (uncensored values), ``p50`` ``p90`` ``p95`` ``p99``
+``p99_9``, ``censored_n``, ``censored_share``, ``censored`` (quantiles that fall among the
+censored values: null), ``ci`` (``{stat: [low, high]}``),
+``ci_method`` (``order-statistic``: distribution-free binomial intervals for the quantiles,
+``none`` below 5 values; see :mod:`harness.analysis.stats`), ``ci_not_estimable`` (quantiles
+with a bound that cannot exist at this n), ``ci_censored`` (upper bound among censored
+values) and, for ITL, ``quantile_n`` (pooled gaps the quantiles were
 computed from; below ``n`` when the pool was sampled) and ``ci_requests`` (requests the CI
 resampled). ITL CIs come from the cluster bootstrap over requests (``ci_method`` ``cluster``,
 or ``cluster-subsample`` when a uniform sample of requests was resampled and rescaled): gaps
@@ -25,7 +30,6 @@ from harness.analysis.stats import (
     ClusteredSample,
     bootstrap_quantiles_ci,
     cluster_quantiles_ci,
-    finite,
     sorted_quantiles,
 )
 from harness.analysis.timeseries import TimeBins, binned_quantiles, first_finite
@@ -44,33 +48,78 @@ def describe(
     presorted: bool = False,
     clusters: ClusteredSample | None = None,
 ) -> dict[str, Any]:
-    """Quantiles, mean and (optionally) their bootstrap CIs of one sample.
+    """Quantiles, mean and (optionally) their CIs of one sample, censored values included.
+
+    ``values`` may hold ``+inf``: censored observations (a timed-out attempt, a request that
+    never got an answer), known only to be longer than anything observed. They count in
+    ``n`` and in every quantile's rank; a quantile whose rank falls among them is not a
+    number (``+inf``, null in JSON) and is listed in ``censored`` (the report shows it as
+    censored). ``censored_n``/``censored_share`` say how many; ``mean`` (and its CI) is over
+    the uncensored values only.
+
+    Quantile CIs are distribution-free order-statistic (binomial) intervals (Hahn & Meeker
+    1991, "Statistical Intervals", sec. 5.2; ``scipy.stats.quantile_test``): coverage at
+    least the nominal level at every sample size, each tail at most ``alpha/2``. A bound that
+    does not exist at this sample size (e.g. the upper bound of p99 below 367 values at 95%)
+    is not estimable: NaN from the stats function, and its key is listed in
+    ``ci_not_estimable``. The mean's CI is the percentile bootstrap (its normal limit past
+    ``settings.max_n``); see :mod:`harness.analysis.stats`.
 
     ``n_total``/``mean`` override the count and mean when ``values`` is a sample of a larger
     pool (pooled ITL): quantiles come from the sample, the mean from every value.
     ``clusters``: the values come in correlated clusters (ITL: requests); the CIs are then
     cluster-bootstrap CIs over this sample of clusters.
     """
-    v = np.sort(finite(values)) if not presorted else np.asarray(values, np.float64)
+    v = np.asarray(values, np.float64)
+    if not presorted:
+        v = np.sort(v[~np.isnan(v) & (v != -np.inf)])
+    n_cens = int(np.isposinf(v).sum()) if v.size and v[-1] == np.inf else 0
+    fin = v[: v.size - n_cens]
     point = sorted_quantiles(v, _QS)
     out: dict[str, Any] = {
         "n": int(n_total if n_total is not None else v.size),
-        "mean": float(mean if mean is not None else (v.mean() if v.size else math.nan)),
+        "mean": float(mean if mean is not None else (fin.mean() if fin.size else math.nan)),
     }
     out.update({k: float(x) for k, x in zip(_QKEYS, point, strict=True)})
+    out["censored_n"] = n_cens
+    out["censored_share"] = n_cens / v.size if v.size else math.nan
+    out["censored"] = [k for k, x in zip(_QKEYS, point, strict=True) if x == np.inf]
     if n_total is not None:
         out["quantile_n"] = int(v.size)
+    not_estimable: list[str] = []
     if ci and clusters is not None:
         out["ci_requests"] = clusters.n_clusters
         centre = np.array([*point, out["mean"]])
         lo, hi, method = cluster_quantiles_ci(clusters, _QS, settings, centre=centre)
     elif ci:
-        lo, hi, method = bootstrap_quantiles_ci(v, _QS, settings, presorted=True)
+        lo, hi, method = bootstrap_quantiles_ci(fin if not n_cens else v, _QS, settings,
+                                                presorted=True)  # fmt: skip
+        if method != "none":  # NaN quantile bound: not estimable at this n
+            qlo, qhi = lo[:-1], hi[:-1]
+            bad = np.isnan(qlo) | np.isnan(qhi)
+            not_estimable = [k for k, b in zip(_QKEYS, bad, strict=True) if b]
+        if n_cens:
+            lo, hi = _censored_bounds(v, fin, lo, hi, settings)
     if ci:
         keys = (*_QKEYS, "mean")
         out["ci"] = {k: [float(a), float(b)] for k, a, b in zip(keys, lo, hi, strict=True)}
         out["ci_method"] = method
+        out["ci_not_estimable"] = not_estimable
+        # bounds that are order statistics among the censored values (+inf, null in JSON)
+        out["ci_censored"] = [k for k, b in zip(_QKEYS, hi, strict=False) if b == np.inf]
     return out
+
+
+def _censored_bounds(
+    v: np.ndarray, fin: np.ndarray, lo: np.ndarray, hi: np.ndarray, settings: BootstrapSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantile bounds over the censored sample as they are (an order statistic among the
+    censored values is +inf: "censored"; NaN stays "not estimable"); the mean's bounds over
+    the uncensored values."""
+    lo, hi = lo.copy(), hi.copy()
+    mlo, mhi, _ = bootstrap_quantiles_ci(fin, _QS, settings, presorted=True)
+    lo[-1], hi[-1] = mlo[-1], mhi[-1]
+    return lo, hi
 
 
 def sorted_values(data: RunData, arm: int, slice_: int | None) -> dict[str, np.ndarray]:
@@ -131,6 +180,8 @@ def latency_by_slice(data: RunData, *, ci: bool = True) -> dict[str, dict[str, A
         for j, name in enumerate(data.slices):
             if (am & (data.slice == j)).any():
                 out[arm][name] = _group_stats(data, i, j, ci)
+                # nothing else reads one slice's sorted values: free them (memory at 10M rows)
+                data.cache.pop(("sorted", i, j), None)
     return out
 
 

@@ -60,7 +60,9 @@ def sweep_point(data: RunData, summary: dict[str, Any]) -> dict[str, dict[str, A
             "goodput_rps": gp.get("rate_rps"),
             "errors_per_1000": er.get("per_1000"),
         }
-        for key in ("ttft_s", "tpot_s", "e2e_s", "ttft_sched_s", "e2e_sched_s"):
+        keys = ("request_ttft_s", "request_e2e_s", "ttft_s", "tpot_s", "e2e_s", "ttft_sched_s",
+                "e2e_sched_s")  # fmt: skip
+        for key in keys:
             for q in ("p50", "p99"):
                 point[f"{key}_{q}"] = lat.get(key, {}).get(q)
         out[arm] = point

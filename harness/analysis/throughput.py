@@ -63,7 +63,7 @@ def offered_load(data: RunData) -> tuple[float, float | None, str | None]:
 
 
 def throughput_summary(data: RunData) -> dict[str, Any]:
-    """``{arm: {duration_s, requests_ok, request_rps, output_tokens, output_tps,
+    """``{arm: {duration_s, requests_ok, tokens_per_chunk, request_rps, output_tokens, output_tps,
     logical_requests, achieved_arrival_rps, scheduled_rps, offered_rps, offered_arrivals,
     offered_mode, offered_note, achieved_vs_offered, achieved_below_offered,
     over_time: {bin_s, points: [{t, covered_s, requests_per_s, output_tokens_per_s,
@@ -74,8 +74,9 @@ def throughput_summary(data: RunData) -> dict[str, Any]:
     the seconds of the analysed window the bin covers (the last bin is usually partial).
     ``achieved_below_offered``: the delivered rate's Poisson CI lies below the offered rate
     (a shortfall that chance does not explain); None when there is no offered rate.
+    ``duration_s`` is the arm's own window (:meth:`RunData.arm_window`), so one arm's
+    straggler never lowers another arm's throughput; the over-time bins share one time axis.
     """
-    duration = m.duration(data)
     bins = TimeBins.for_window(data.window())
     sent = data.cols["t_sent"]
     end_bins = bins.index(data.cols["t_end"])
@@ -87,9 +88,12 @@ def throughput_summary(data: RunData) -> dict[str, Any]:
     conf = float(data.analysis.confidence)
     tokens = np.nan_to_num(data.cols["completion_tokens"])
     out: dict[str, Any] = {}
+    chunks = data.n_chunks.astype(np.float64)
     for arm in data.arms:
+        duration = m.duration(data, arm)
         am = data.arm_mask(arm)
         ok = am & data.ok
+        streamed = ok & (data.n_chunks > 0) & np.isfinite(data.cols["completion_tokens"])
         first = am & (data.attempt == 0)
         n_ok = int(ok.sum())
         out_tokens = float(tokens[ok].sum())
@@ -120,6 +124,9 @@ def throughput_summary(data: RunData) -> dict[str, Any]:
             "request_rps": m.request_throughput(n_ok, duration),
             "output_tokens": out_tokens,
             "output_tps": m.output_token_throughput(out_tokens, duration),
+            "tokens_per_chunk": m.tokens_per_chunk(
+                float(tokens[streamed].sum()), float(chunks[streamed].sum())
+            ),
             "logical_requests": int(first.sum()),
             "achieved_arrival_rps": achieved,
             "scheduled_rps": m.achieved_arrival_rate(data.cols["t_scheduled"][first]),

@@ -319,10 +319,13 @@ class LoadEngine:
             else:
                 self._execute(arm, item, request_id, pair_id, t_sched_ns, phase, record)
         except gevent.GreenletExit:
-            rec = self._failure(arm, item, request_id, pair_id, t_sched_ns, phase, "cancelled",
-                                "the run stopped before the request finished")  # fmt: skip
-            rec.attempt = len(emitted)
-            self._record(arm, rec)
+            # The client records an attempt killed in flight itself; one killed during a
+            # retry backoff keeps its last row (``will_retry`` set) and gets no synthetic
+            # retry row. Only a request killed before its first attempt began needs a row.
+            if not emitted:
+                rec = self._failure(arm, item, request_id, pair_id, t_sched_ns, phase,
+                                    "cancelled", "the run stopped before the request was sent")  # fmt: skip
+                self._record(arm, rec)
             raise
         except Exception as exc:  # a client bug must not lose the row or kill the run
             log.exception("request %s to arm %s failed inside the client", request_id, arm)

@@ -32,6 +32,7 @@ import gevent
 from locust.env import Environment
 from omegaconf import DictConfig, OmegaConf
 
+from harness import redaction
 from harness.config import (
     Config,
     ConfigError,
@@ -209,6 +210,8 @@ class ExperimentRun:
             next(iter(build_schedule(load, self.root).offsets()), None)
         self.arms = resolve_arms(cfg, self.root / "configs")
         check_api_keys(self.arms)
+        # Every key this run knows of is masked in whatever it writes from here on.
+        redaction.register_targets(self.arms)
         experiment = str(cfg.experiment.name)
         run_id = str(cfg.run_id) if cfg.run_id else new_run_id()
         reports_dir = Path(cfg.record.reports_dir)
@@ -221,6 +224,7 @@ class ExperimentRun:
             if not isinstance(cfg, dict)
             else cfg
         )
+        redaction.register_tree(resolved)
         self.manifest = RunManifest.create(
             self.run_dir,
             run_id=run_id,
@@ -280,7 +284,7 @@ class ExperimentRun:
         return {
             "kind": t.kind,
             "model": t.model,
-            "base_url": t.base_url,
+            "base_url": redaction.redact_url(t.base_url) if t.base_url else t.base_url,
             "api": t.api,
             "client": t.client,
             "api_key_env": t.api_key_env,
@@ -527,16 +531,21 @@ class ExperimentRun:
                 self.preflight()
                 self.start_scrapers(spec)
                 print(
-                    f"run {spec.run_id}: {', '.join(f'{n} -> {t.base_url}' for n, t in self.arms.items())}",
+                    f"run {spec.run_id}: "
+                    + ", ".join(
+                        f"{n} -> {redaction.redact_url(t.base_url or '')}"
+                        for n, t in self.arms.items()
+                    ),
                     flush=True,
                 )
                 self.drive(spec)
             status = "interrupted" if self.stop_reason else "completed"
         except BaseException as exc:
-            self.manifest.finish("failed", error=f"{type(exc).__name__}: {exc}"[:2000])
+            error = redaction.redact_text(f"{type(exc).__name__}: {exc}")[:2000]
+            self.manifest.finish("failed", error=error)
             raise
         if self.failures:
-            error = "; ".join(self.failures)[:2000]
+            error = redaction.redact_text("; ".join(self.failures))[:2000]
             self.manifest.finish(
                 "failed",
                 error=error,

@@ -26,6 +26,7 @@ import gevent
 import gevent.event
 from locust.env import Environment
 
+from harness import redaction
 from harness.load.engine import LoadEngine
 from harness.load.runner import fire_locust_event
 from harness.load.spec import RunSpec
@@ -53,6 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         """Phase 1: build the engine (clients, workload, warm-ups), then report ready."""
         try:
             spec = RunSpec.from_dict(msg.data["spec"])
+            redaction.register_targets(spec.arms)  # this process writes rows and logs too
             if args.run_dir:
                 spec.run_dir = args.run_dir
             engine = LoadEngine(

@@ -2,8 +2,9 @@
 
 The manifest is written when a run starts (``status: running``) and rewritten atomically when
 it ends (``completed``, ``interrupted`` or ``failed``). Secrets never reach it: config values
-under keys that look like secrets are redacted, and API keys are only ever read from the
-environment variables that the config names.
+under keys that look like secrets are redacted, registered secret values, URL credentials and
+secret flags' values are masked (:mod:`harness.redaction`), and API keys are only ever read
+from the environment variables that the config names.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import re
 import secrets
 import socket
 import sys
@@ -21,10 +21,9 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-REDACTED = "***redacted***"
-_SECRET_KEY = re.compile(
-    r"(key|secret|token|password|passwd|authorization|credentials?)$", re.IGNORECASE
-)
+from harness.redaction import REDACTED, redact_tree  # noqa: F401  (REDACTED: re-exported)
+from harness.redaction import redact_argv as _redact_argv
+
 _KEY_PACKAGES = (
     "llm-canary-harness",
     "locust",
@@ -50,33 +49,16 @@ def utc_now_iso() -> str:
 
 
 def redact(obj: Any) -> Any:
-    """Copy of a config tree with secret-looking keys' values replaced.
+    """Copy of a config tree with its secrets hidden (:func:`harness.redaction.redact_tree`).
 
     ``api_key_env`` (the *name* of an environment variable) is kept: it is not a secret.
     """
-    if isinstance(obj, dict):
-        out = {}
-        for k, v in obj.items():
-            if isinstance(k, str) and _SECRET_KEY.search(k) and v is not None:
-                out[k] = REDACTED
-            else:
-                out[k] = redact(v)
-        return out
-    if isinstance(obj, list):
-        return [redact(v) for v in obj]
-    return obj
+    return redact_tree(obj)
 
 
 def redact_argv(argv: list[str]) -> list[str]:
-    """Command-line words with the values of secret-looking ``key=value`` overrides hidden."""
-    out = []
-    for word in argv:
-        key, sep, value = word.partition("=")
-        if sep and value and _SECRET_KEY.search(key.lstrip("+~").rsplit(".", 1)[-1]):
-            out.append(f"{key}={REDACTED}")
-        else:
-            out.append(word)
-    return out
+    """Command-line words with secrets hidden (:func:`harness.redaction.redact_argv`)."""
+    return _redact_argv(argv)
 
 
 def package_versions() -> dict[str, str | None]:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2  # 2: t_arrival added (readers fill it with nulls for version 1)
+SCHEMA_VERSION = 3  # 2: t_arrival added; 3: will_retry added (readers fill nulls for older)
 
 #: Closed set of error types (``error_type`` column). ``None`` when ``status == "ok"``.
 ERROR_TYPES = (
@@ -78,6 +78,9 @@ REQUEST_SCHEMA = pa.schema(
         pa.field("error_type", pa.string()),
         pa.field("error_message", pa.string()),
         pa.field("retry_after_s", pa.float64()),
+        # the client retries this failed attempt (a later row of the request follows unless the
+        # run stopped during the backoff); False for ok rows and final failures
+        pa.field("will_retry", pa.bool_()),
         pa.field("server_request_id", pa.string()),  # x-request-id response header
         pa.field("finish_reason", pa.string()),
         pa.field("output_text", pa.string()),  # kept, sha256-hashed or None per config
@@ -143,6 +146,7 @@ class RequestRecord:
     error_type: str | None = None
     error_message: str | None = None
     retry_after_s: float | None = None
+    will_retry: bool | None = None
     server_request_id: str | None = None
     finish_reason: str | None = None
     output_text: str | None = None

@@ -18,6 +18,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from harness import redaction
 from harness.record.schema import (
     METRICS_SCHEMA,
     REQUEST_COLUMNS,
@@ -37,7 +38,13 @@ class PartWriter:
 
     Not thread-safe: add rows and call :meth:`take` from one thread (or one gevent hub);
     :meth:`write_batch` may run elsewhere.
+
+    ``text_columns`` (free text a server sent back) lose every registered secret value
+    (:func:`harness.redaction.redact_values`) when written; nothing is done while no secret
+    is registered in the process.
     """
+
+    text_columns: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -120,6 +127,10 @@ class PartWriter:
     def write_batch(self, rows: list[dict[str, Any]], seq: int) -> Path:
         """Write one part file atomically: temporary file, fsync, rename."""
         cols = {name: [r.get(name) for r in rows] for name in self.schema.names}
+        if self.text_columns and redaction.active():
+            scrub = redaction.redact_values
+            for name in self.text_columns:
+                cols[name] = [scrub(v) if v else v for v in cols[name]]
         table = pa.Table.from_pydict(cols, schema=self.schema)
         final = self.directory / f"{self.prefix}-part-{seq:06d}.parquet"
         tmp = self.directory / f".{final.name}.tmp"
@@ -147,6 +158,9 @@ class PartWriter:
 
 class RequestWriter(PartWriter):
     """A :class:`PartWriter` for :class:`RequestRecord` rows into ``RUN_DIR/requests``."""
+
+    #: What a server sent back may echo a key (an error quoting the Authorization header).
+    text_columns = ("output_text", "error_message")
 
     def __init__(self, run_dir: Path, **kwargs: Any) -> None:
         super().__init__(Path(run_dir) / "requests", REQUEST_SCHEMA, **kwargs)

@@ -35,6 +35,7 @@ from harness.report.sections import (
     comparison_rows,
     headline_sentences,
     offered_text,
+    q_text,
 )
 
 #: Version of the summary.json layout (bump when a key changes meaning or moves).
@@ -126,7 +127,8 @@ def render_memo(summary: Summary) -> str:
         f"{fmt.num(run['rows'])} requests analysed over {fmt.seconds(run['analysed_duration_s'])} "
         f"(phases: {md_escape(', '.join(run['phases']))}); offered load "
         f"{md_escape(offered_text(off))}. Figures: {run['statistics']['confidence']:.0%} "
-        "bootstrap confidence intervals; details in report.html and summary.json.",
+        "confidence intervals (order-statistic for quantiles, bootstrap for differences); "
+        "details in report.html and summary.json.",
         "",
     ]
     for section in sorted((s for s in SECTIONS if s.memo), key=lambda s: s.memo_rank):
@@ -254,12 +256,13 @@ def _compare_html(s: Summary, plots: list[PlotRef]) -> str:
     for arm, v in s["per_arm"].items():
         for side in ("a", "b"):
             lat, gp, er = v["latency"][side], v["goodput"][side], v["errors"][side]
-            rows.append([arm, s[f"run_{side}"]["run_id"], fmt.num(lat["ttft_s"]["n"]),
-                         fmt.seconds(lat["ttft_s"]["p50"]), fmt.seconds(lat["ttft_s"]["p99"]),
-                         fmt.seconds(lat["e2e_s"]["p50"]), fmt.seconds(lat["e2e_s"]["p99"]),
-                         fmt.pct(gp["share"]), fmt.num(er["per_1000"])])  # fmt: skip
-    head = ["arm", "run", "ok", "TTFT p50", "TTFT p99", "E2E p50", "E2E p99", "goodput",
-            "errors per 1,000"]  # fmt: skip
+            rt, re_ = lat["request_ttft_s"], lat["request_e2e_s"]
+            rows.append([arm, s[f"run_{side}"]["run_id"], fmt.num(er["requests"]),
+                         q_text(rt, "p50"), q_text(rt, "p99"), q_text(re_, "p50"),
+                         q_text(re_, "p99"), fmt.pct(gp["share"]),
+                         fmt.num(er["per_1000"])])  # fmt: skip
+    head = ["arm", "run", "requests", "request TTFT p50", "request TTFT p99", "request E2E p50",
+            "request E2E p99", "goodput", "failed per 1,000"]  # fmt: skip
     sections = [
         ("headline", "Headline", h.section("headline", "Headline (B minus A)",
                                            [h.ul(lines or ["No arms in common."])])),

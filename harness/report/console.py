@@ -16,7 +16,8 @@ def plain(text: Any) -> str:
 
 
 def format_summary(summary: dict[str, Any]) -> str:
-    """Per arm: requests, errors by type, retries, goodput, p50/p99 TTFT, TPOT and E2E."""
+    """Per arm: logical requests, failed requests (after retries) by type, retries, goodput,
+    p50/p99 of request TTFT and E2E (from the arrival, retries included) and TPOT."""
     lines = [f"run {plain(summary.get('run_id'))} ({plain(summary.get('experiment'))})"]
     run = summary.get("run") or {}
     if run:
@@ -27,7 +28,8 @@ def format_summary(summary: dict[str, Any]) -> str:
     throughput = summary.get("throughput") or {}
     header = (
         f"{'arm':<14}{'requests':>9}{'errors':>8}{'retry':>7}{'goodput':>9}  "
-        f"{'TTFT p50/p99':>19}  {'TPOT p50/p99':>19}  {'E2E p50/p99':>19}  {'out tok/s':>9}"
+        f"{'req TTFT p50/p99':>19}  {'TPOT p50/p99':>19}  {'req E2E p50/p99':>19}  "
+        f"{'out tok/s':>9}"
     )
     lines.append(header)
     lines.append("-" * len(header))
@@ -38,14 +40,19 @@ def format_summary(summary: dict[str, Any]) -> str:
         tp = throughput.get(arm) or {}
 
         def pair(metric: str, lat: dict[str, Any] = lat) -> str:
-            m = lat.get(metric) or {}
-            return f"{fmt.seconds(m.get('p50'))} / {fmt.seconds(m.get('p99'))}"
+            m = lat.get(metric) or lat.get(metric.removeprefix("request_")) or {}
+            cens = m.get("censored") or ()
+
+            def one(q: str) -> str:
+                return "censored" if q in cens else fmt.seconds(m.get(q))
+
+            return f"{one('p50')} / {one('p99')}"
 
         tps = tp.get("output_tps")
         lines.append(
             f"{plain(arm):<14}{err.get('requests', 0):>9}{err.get('errors', 0):>8}"
             f"{fmt.pct(err.get('retry_rate')):>7}{fmt.pct(gp.get('share')):>9}  "
-            f"{pair('ttft_s'):>19}  {pair('tpot_s'):>19}  {pair('e2e_s'):>19}  "
+            f"{pair('request_ttft_s'):>19}  {pair('tpot_s'):>19}  {pair('request_e2e_s'):>19}  "
             f"{'n/a' if tps is None else f'{tps:.0f}':>9}"
         )
         by_type = err.get("by_type") or {}
@@ -54,7 +61,10 @@ def format_summary(summary: dict[str, Any]) -> str:
                 f"{plain(k)}: {v.get('count', v) if isinstance(v, dict) else v}"
                 for k, v in by_type.items()
             )
-            lines.append(f"{'':<14}errors by type: {kinds}")
+            lines.append(f"{'':<14}failed requests by type: {kinds}")
+        cancelled = err.get("cancelled")
+        if cancelled:
+            lines.append(f"{'':<14}cancelled by the harness (not counted): {cancelled}")
     for caveat in (summary.get("caveats") or [])[:5]:
         lines.append(f"note: {plain(caveat)}")
     return "\n".join(lines)

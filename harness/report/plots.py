@@ -32,6 +32,11 @@ plt.rcParams.update(
 )
 #: Points per arm drawn in a CDF (a seeded uniform subsample beyond it).
 CDF_MAX_POINTS = 20_000
+#: Latency over time: a bin's p50 is drawn only when the bin holds at least this many samples.
+OVER_TIME_MIN_N_P50 = 5
+#: ... and its p99 only with at least this many: below ~100 samples the 0.99 quantile is the
+#: bin's maximum (or an interpolation between its two largest values), not an estimate of p99.
+OVER_TIME_MIN_N_P99 = 100
 
 
 @dataclass(frozen=True)
@@ -91,7 +96,13 @@ def plot_cdfs(
     title: str = "Latency distribution (CDF)",
     seed: int = 0,
 ) -> PlotRef | None:
-    """Empirical CDFs, one panel per metric, one line per series (``values[series][metric]``)."""
+    """Empirical CDFs, one panel per metric, one line per series (``values[series][metric]``).
+
+    A series with more than :data:`CDF_MAX_POINTS` values is drawn from a seeded uniform
+    subsample; its legend gives the full sample size (finite values), not the drawn points.
+    Censored values (``+inf``: timeouts, requests never answered) are not drawn but count in
+    the share, so such a line ends at ``1 - censored share``; the legend says how many.
+    """
     keys = [k for k in metric_keys if any(np.size(v.get(k, [])) for v in values.values())]
     if not keys:
         return None
@@ -103,14 +114,18 @@ def plot_cdfs(
         lo, hi = math.inf, 0.0
         for series, vals in values.items():
             v = np.asarray(vals.get(key, []), dtype=np.float64)
-            v = np.sort(subsample(v[np.isfinite(v)], CDF_MAX_POINTS, seed))
-            if v.size == 0:
+            n_cens = int(np.isposinf(v).sum())  # censored (timeouts, never answered)
+            v = v[np.isfinite(v)]
+            n = v.size  # the sample's size; the line below may draw a subsample of it
+            v = np.sort(subsample(v, CDF_MAX_POINTS, seed))
+            if n == 0:
                 continue
             positive &= bool(v[0] > 0)
             lo, hi = min(lo, float(v[0])), max(hi, float(v[-1]))
-            ax.step(
-                v, np.arange(1, v.size + 1) / v.size, where="post", label=f"{series} (n={v.size:,})"
-            )
+            # censored values count in the denominator: the curve tops out below 1
+            top = n / (n + n_cens)
+            label = f"{series} (n={n:,}" + (f", {n_cens:,} censored)" if n_cens else ")")
+            ax.step(v, np.arange(1, v.size + 1) / v.size * top, where="post", label=label)
         if positive and hi > 10 * lo:  # a log axis only where the data span a decade
             _log_axis(ax.xaxis, ax.set_xscale)
         ax.set_xlabel(_label(key))
@@ -130,8 +145,27 @@ def _log_axis(axis: Any, set_scale: Any) -> None:
     axis.set_minor_formatter(ticker.NullFormatter())
 
 
+def over_time_lines(points: Sequence[dict[str, Any]]) -> tuple[np.ndarray, ...]:
+    """``(t, p50, p99)`` as drawn: a bin's p50 is NaN (a gap in the line) when it holds fewer
+    than :data:`OVER_TIME_MIN_N_P50` samples, its p99 when it holds fewer than
+    :data:`OVER_TIME_MIN_N_P99` (each point carries its bin's sample count ``n``)."""
+    t = np.array([p["t"] for p in points], dtype=np.float64)
+    n = np.array([p["n"] for p in points], dtype=np.float64)
+    p50 = np.array([p["p50"] for p in points], dtype=np.float64)
+    p99 = np.array([p["p99"] for p in points], dtype=np.float64)
+    p50[n < OVER_TIME_MIN_N_P50] = np.nan
+    p99[n < OVER_TIME_MIN_N_P99] = np.nan
+    return t, p50, p99
+
+
 def plot_latency_over_time(over_time: dict[str, Any], writer: PlotWriter) -> PlotRef | None:
-    """p50 (solid) and p99 (dashed) per time bin, per arm, one panel per metric."""
+    """p50 (solid) and p99 (dashed) per time bin, per arm, one panel per metric.
+
+    Bins are the analysis' time bins (not widened here). Only estimable quantiles are drawn
+    (:func:`over_time_lines`): p50 in bins with at least :data:`OVER_TIME_MIN_N_P50` samples,
+    p99 in bins with at least :data:`OVER_TIME_MIN_N_P99`; other bins leave a gap, and an
+    arm with no such bin has no p99 line. The title states the rule.
+    """
     arms = over_time.get("arms") or {}
     present = {k for s in arms.values() for k, pts in s.items() if pts}
     keys = [k for k in METRIC_LABELS if k in present]
@@ -143,14 +177,21 @@ def plot_latency_over_time(over_time: dict[str, Any], writer: PlotWriter) -> Plo
             pts = series.get(key) or []
             if not pts:
                 continue
-            t = [p["t"] for p in pts]
+            t, p50, p99 = over_time_lines(pts)
             color = f"C{i}"
-            ax.plot(t, [p["p50"] for p in pts], color=color, label=f"{arm} p50")
-            ax.plot(t, [p["p99"] for p in pts], color=color, ls="--", label=f"{arm} p99")
+            if np.isfinite(p50).any():
+                ax.plot(t, p50, color=color, label=f"{arm} p50")
+            if np.isfinite(p99).any():
+                ax.plot(t, p99, color=color, ls="--", label=f"{arm} p99")
         ax.set_xlabel(f"Time since start (s; bins of {over_time.get('bin_s')} s)")
         ax.set_ylabel(_label(key))
-        ax.legend(fontsize=8)
-    return writer.save(fig, "latency_over_time", "Latency over time (p50, p99)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    title = (
+        f"Latency over time (p50 in bins with n >= {OVER_TIME_MIN_N_P50}, "
+        f"p99 in bins with n >= {OVER_TIME_MIN_N_P99})"
+    )
+    return writer.save(fig, "latency_over_time", title)
 
 
 def plot_shift(

@@ -55,8 +55,13 @@ class Section:
 
 # ---------------------------------------------------------------- helpers shared by sections
 
-HEADLINE_METRICS = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
+#: Headline comparisons: what the user lived through per logical request (retries and
+#: backoffs included) and the per-token pace. ITL is per chunk, and hosted APIs batch several
+#: tokens per chunk, so it is shown in the tables with tokens per chunk, not in the headline.
+HEADLINE_METRICS = ("request_ttft_s", "tpot_s", "request_e2e_s")
 TABLE_METRICS = (
+    "request_ttft_s",
+    "request_e2e_s",
     "ttft_s",
     "tpot_s",
     "itl_s",
@@ -68,7 +73,39 @@ TABLE_METRICS = (
 
 
 def _ci(stats: dict[str, Any], key: str) -> str:
-    return fmt.ci_seconds((stats.get("ci") or {}).get(key))
+    """One CI as text. A bound that is not estimable at this sample size (order-statistic
+    CI of a tail quantile from too few values: NaN, null in JSON; the key is listed in
+    ``ci_not_estimable``) reads ``not estimable``; no CI at all (too few values) ``n/a``."""
+    ci = (stats.get("ci") or {}).get(key)
+    if not ci or stats.get("ci_method") in (None, "none"):
+        return fmt.ci_seconds(ci)
+    listed = key in (stats.get("ci_not_estimable") or ())
+    censored = key in (stats.get("ci_censored") or ())
+    nan = any(isinstance(v, float) and math.isnan(v) for v in ci)
+    if not (listed or nan or censored):
+        return fmt.ci_seconds(ci)
+
+    def one(v: Any, i: int) -> str:
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            return fmt.seconds(v)
+        return "censored" if censored and i == 1 and not listed else "not estimable"
+
+    lo, hi = (one(v, i) for i, v in enumerate(ci))
+    return "not estimable" if lo == hi == "not estimable" else f"{lo} to {hi}"
+
+
+def q_text(stats: dict[str, Any], key: str) -> str:
+    """One quantile for a table: its value, or ``censored`` when it falls among censored
+    values (timeouts, requests never answered)."""
+    if key in (stats.get("censored") or ()):
+        return "censored"
+    return fmt.seconds(stats.get(key))
+
+
+def censored_text(stats: dict[str, Any]) -> str:
+    """Share of censored values of one metric (``0`` when none)."""
+    n = stats.get("censored_n") or 0
+    return f"{fmt.num(n)} ({fmt.pct(stats.get('censored_share'))})" if n else "0"
 
 
 def comparison_sentence(pair: dict[str, Any], metric: str, q: str, confidence: float) -> str:
@@ -84,6 +121,15 @@ def comparison_sentence(pair: dict[str, Any], metric: str, q: str, confidence: f
     x = e[q]
     d, ci = x["diff"], x["ci"]
     level = f"{round(100 * confidence)}% CI"
+    if x.get("censored"):
+        side = x["censored"]
+        if side == "both":
+            return f"{label}: censored in both arms (timeouts or failures reach this quantile)."
+        slow = base if side == "baseline" else other
+        fast = other if side == "baseline" else base
+        known = x["other"] if side == "baseline" else x["baseline"]
+        return (f"{label}: {slow} is slower: its {q} is censored (timeouts or failed requests "
+                f"reach it), {fast} {fmt.seconds(known)}.")  # fmt: skip
     values = f"{other} {fmt.seconds(x['other'])} vs {base} {fmt.seconds(x['baseline'])}"
     ci_txt = f"{level} of the difference {fmt.ci_seconds(ci, signed=True)}"
     if not all(isinstance(v, float) and math.isfinite(v) for v in ci):
@@ -134,6 +180,7 @@ def _run_compute(data: RunData, summary: Summary) -> dict[str, Any]:
         "manifest_duration_s": m.get("duration_s"),
         "analysed_window_s": [lo, hi],
         "analysed_duration_s": data.duration_s(),
+        "arm_windows_s": {a: list(data.arm_window(a)) for a in data.arms},
         "t0_utc_ns": data.t0_ns,
         "rows": data.n_rows,
         "phases": list(a.include_phases),
@@ -144,8 +191,10 @@ def _run_compute(data: RunData, summary: Summary) -> dict[str, Any]:
             "confidence": a.confidence,
             "bootstrap_resamples": a.bootstrap_resamples,
             "bootstrap_max_n": BOOTSTRAP_MAX_N,
-            "bootstrap_method": "percentile; scipy.stats.bootstrap up to bootstrap_max_n "
-            "values, order-statistic bootstrap beyond (same distribution, all values used)",
+            "quantile_ci_method": "distribution-free order-statistic (binomial) interval, "
+            "equal-tailed; a bound that cannot exist at the sample size is not estimable",
+            "bootstrap_method": "mean and differences: percentile; scipy.stats.bootstrap up to "
+            "bootstrap_max_n values, order-statistic bootstrap beyond (same distribution)",
             "seed": a.seed,
             "itl_bootstrap": "cluster bootstrap over requests (gaps of one request are "
             "correlated); past a cap, a uniform sample of requests rescaled by sqrt(m/n)",
@@ -183,11 +232,12 @@ def _run_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
         h.p(
             f"SLO: TTFT {fmt.bound(slo['ttft_s'])}, TPOT {fmt.bound(slo['tpot_s'])}, "
             f"E2E {fmt.bound(slo['e2e_s'])}. Statistics: {run['statistics']['confidence']:.0%} "
-            f"percentile-bootstrap CIs, {run['statistics']['bootstrap_resamples']} resamples, "
-            f"seed {run['statistics']['seed']} (scipy.stats.bootstrap up to "
-            f"{run['statistics']['bootstrap_max_n']:,} values per sample; beyond, the exact "
-            "order-statistic bootstrap over every value). ITL CIs resample requests, not "
-            "gaps (cluster bootstrap)."
+            "CIs; a quantile's CI is the distribution-free order-statistic (binomial) "
+            "interval ('not estimable' where the sample is too small for a bound to exist); "
+            f"means and differences use the percentile bootstrap "
+            f"({run['statistics']['bootstrap_resamples']} resamples, seed "
+            f"{run['statistics']['seed']}). ITL CIs resample requests, not gaps (cluster "
+            "bootstrap)."
         ),
     ]
 
@@ -201,7 +251,12 @@ def _latency_plots(data: RunData, s: Summary, w: PlotWriter) -> list[PlotRef | N
     values = {arm: arm_values(data, arm) for arm in data.arms}
     seed = int(data.analysis.seed)
     return [
-        plot_cdfs(values, ("ttft_s", "tpot_s", "itl_s", "e2e_s"), w, seed=seed),
+        plot_cdfs(
+            values,
+            ("request_ttft_s", "request_e2e_s", "ttft_s", "tpot_s", "itl_s", "e2e_s"),
+            w,
+            seed=seed,
+        ),
         plot_cdfs(
             values,
             ("ttft_sched_s", "e2e_sched_s", "queue_delay_s"),
@@ -225,12 +280,13 @@ def _latency_rows(lat: dict[str, Any], metrics=TABLE_METRICS) -> list[list[Any]]
                     arm,
                     METRIC_LABELS.get(key, key),
                     fmt.num(st["n"]),
+                    censored_text(st),
                     fmt.seconds(st["mean"]),
-                    fmt.seconds(st["p50"]),
-                    fmt.seconds(st["p90"]),
-                    fmt.seconds(st["p95"]),
-                    fmt.seconds(st["p99"]),
-                    fmt.seconds(st["p99_9"]),
+                    q_text(st, "p50"),
+                    q_text(st, "p90"),
+                    q_text(st, "p95"),
+                    q_text(st, "p99"),
+                    q_text(st, "p99_9"),
                     _ci(st, "p50"),
                     _ci(st, "p99"),
                 ]
@@ -238,15 +294,22 @@ def _latency_rows(lat: dict[str, Any], metrics=TABLE_METRICS) -> list[list[Any]]
     return rows
 
 
-_LAT_HEAD = ["arm", "metric", "n", "mean", "p50", "p90", "p95", "p99", "p99.9", "p50 CI", "p99 CI"]
+_LAT_HEAD = ["arm", "metric", "n", "censored", "mean", "p50", "p90", "p95", "p99", "p99.9",
+             "p50 CI", "p99 CI"]  # fmt: skip
 
 
 def _latency_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
     parts: list[Any] = [
         h.p(
-            "Successful requests only. ITL pools every inter-chunk gap of every request; "
-            "'from scheduled' variants count from the time the schedule wanted the request "
-            "sent, so client-side queueing (coordinated omission) shows."
+            "Request TTFT/E2E: per logical request, from its original arrival to the first "
+            "token / end of its final attempt, retries and backoffs included; a request that "
+            "finally failed is censored (never answered). Per-attempt TTFT/E2E: successful "
+            "attempts, with timed-out ones censored (longer than the timeout); other failed "
+            "attempts are in Failures. A quantile that falls among censored values reads "
+            "'censored'; the mean is over uncensored values. ITL pools every inter-chunk gap "
+            "(a chunk may carry several tokens: see tokens per chunk in Throughput; compare "
+            "arms on TPOT); 'from scheduled' variants count from the time the schedule wanted "
+            "the request sent, so client-side queueing (coordinated omission) shows."
         ),
         h.table(_LAT_HEAD, _latency_rows(s["latency"])),
     ]
@@ -257,21 +320,25 @@ def _latency_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
 def _latency_memo(s: Summary) -> list[str]:
     rows = []
     for arm, per in s["latency"].items():
-        for key in ("ttft_s", "tpot_s", "e2e_s"):
+        for key in ("request_ttft_s", "request_e2e_s", "ttft_s", "tpot_s", "e2e_s"):
             st = per[key]
             rows.append(
                 [
                     arm,
                     METRIC_LABELS[key],
                     fmt.num(st["n"]),
-                    f"{fmt.seconds(st['p50'])} ({_ci(st, 'p50')})",
-                    f"{fmt.seconds(st['p99'])} ({_ci(st, 'p99')})",
+                    censored_text(st),
+                    f"{q_text(st, 'p50')} ({_ci(st, 'p50')})",
+                    f"{q_text(st, 'p99')} ({_ci(st, 'p99')})",
                 ]
             )
     return [
         "## Latency per arm",
         "",
-        *md_table(["arm", "metric", "n", "p50 (CI)", "p99 (CI)"], rows),
+        "Request figures include retries and backoffs (from the original arrival); failed "
+        "requests and timeouts are censored, never dropped.",
+        "",
+        *md_table(["arm", "metric", "n", "censored", "p50 (CI)", "p99 (CI)"], rows),
     ]
 
 
@@ -282,7 +349,7 @@ def _by_slice_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
     rows = []
     for arm, slices in by.items():
         for name, per in slices.items():
-            for key in ("ttft_s", "tpot_s", "e2e_s"):
+            for key in ("request_ttft_s", "request_e2e_s", "ttft_s", "tpot_s", "e2e_s"):
                 st = per[key]
                 rows.append(
                     [
@@ -290,9 +357,9 @@ def _by_slice_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
                         name,
                         METRIC_LABELS[key],
                         fmt.num(st["n"]),
-                        fmt.seconds(st["p50"]),
+                        q_text(st, "p50"),
                         _ci(st, "p50"),
-                        fmt.seconds(st["p99"]),
+                        q_text(st, "p99"),
                         _ci(st, "p99"),
                     ]  # fmt: skip
                 )
@@ -381,38 +448,38 @@ def _comparison_memo(s: Summary) -> list[str]:
 # ---------------------------------------------------------------- goodput
 
 
+def _goodput_row(arm: str, name: str, b: dict[str, Any]) -> list[Any]:
+    pa = b["per_attempt"]
+    return [
+        arm,
+        name,
+        fmt.num(b["requests"]),
+        fmt.num(b["meeting_slo"]),
+        fmt.pct(b["share"]),
+        f"{fmt.pct(b['share_ci'][0])} to {fmt.pct(b['share_ci'][1])}",
+        fmt.num(b["rate_rps"]),
+        fmt.num(b["cancelled"]),
+        f"{fmt.pct(pa['share'])} of {fmt.num(pa['attempts'])}",
+        fmt.pct(pa["share_from_scheduled"]),
+    ]
+
+
 def _goodput_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
     rows = []
     for arm, g in s["goodput"].items():
-        rows.append(
-            [
-                arm,
-                "(all)",
-                fmt.num(g["requests"]),
-                fmt.num(g["meeting_slo"]),
-                fmt.pct(g["share"]),
-                f"{fmt.pct(g['share_ci'][0])} to {fmt.pct(g['share_ci'][1])}",
-                fmt.num(g["rate_rps"]),
-                fmt.pct(g["share_from_scheduled"]),
-            ]  # fmt: skip
-        )
+        rows.append(_goodput_row(arm, "(all)", g))
         for name, b in (g.get("by_slice") or {}).items():
-            rows.append(
-                [
-                    arm,
-                    name,
-                    fmt.num(b["requests"]),
-                    fmt.num(b["meeting_slo"]),
-                    fmt.pct(b["share"]),
-                    f"{fmt.pct(b['share_ci'][0])} to {fmt.pct(b['share_ci'][1])}",
-                    fmt.num(b["rate_rps"]),
-                    fmt.pct(b["share_from_scheduled"]),
-                ]  # fmt: skip
-            )
+            rows.append(_goodput_row(arm, name, b))
     head = ["arm", "slice", "requests", "meeting SLO", "share", "share CI", "goodput (req/s)",
-            "share from scheduled"]  # fmt: skip
+            "cancelled by harness", "per attempt", "per attempt from scheduled"]  # fmt: skip
     return [
-        h.p("A request meets the SLO when it succeeded and every configured bound holds."),
+        h.p(
+            "Per logical request (the headline): a request meets the SLO when its final attempt "
+            "succeeded and its TTFT and E2E from the original arrival (retries and backoffs "
+            "included) and its TPOT are within every configured bound; failed and timed-out "
+            "requests are misses. Requests the harness cancelled (drain, Ctrl-C) are counted "
+            "apart and left out. Per attempt: every attempt sent, from its own send time."
+        ),
         h.table(head, rows),
     ]
 
@@ -428,8 +495,10 @@ def _goodput_memo(s: Summary) -> list[str]:
     for arm, g in s["goodput"].items():
         out.append(
             f"- {md_escape(arm)}: {fmt.pct(g['share'])} of {fmt.num(g['requests'])} requests met "
-            f"the SLO (CI {fmt.pct(g['share_ci'][0])} to {fmt.pct(g['share_ci'][1])}), "
-            f"{fmt.num(g['rate_rps'])} req/s of goodput."
+            f"the SLO, retries included (CI {fmt.pct(g['share_ci'][0])} to "
+            f"{fmt.pct(g['share_ci'][1])}), {fmt.num(g['rate_rps'])} req/s of goodput; per "
+            f"attempt {fmt.pct(g['per_attempt']['share'])} of "
+            f"{fmt.num(g['per_attempt']['attempts'])}."
         )
     return out
 
@@ -441,21 +510,55 @@ def _errors_plots(data: RunData, s: Summary, w: PlotWriter) -> list[PlotRef | No
     return [plot_errors(s["errors"], w)]
 
 
+def _error_rows(arm: str, e: dict[str, Any]) -> list[list[Any]]:
+    ci = e["per_1000_ci"]
+    rows = [[arm, "(all)", fmt.num(e["errors"]), fmt.num(e["per_1000"]),
+             f"{fmt.num(ci[0])} to {fmt.num(ci[1])}"]]  # fmt: skip
+    for t, v in sorted(e["by_type"].items(), key=lambda kv: -kv[1]["count"]):
+        rows.append([arm, t, fmt.num(v["count"]), fmt.num(v["per_1000"]), ""])
+    return rows
+
+
 def _errors_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
-    rows = []
+    rows, att_rows = [], []
     for arm, e in s["errors"].items():
-        rows.append([arm, "(all)", fmt.num(e["errors"]), fmt.num(e["per_1000"]),
-                     f"{fmt.num(e['per_1000_ci'][0])} to {fmt.num(e['per_1000_ci'][1])}"])  # fmt: skip
-        for t, v in sorted(e["by_type"].items(), key=lambda kv: -kv[1]["count"]):
-            rows.append([arm, t, fmt.num(v["count"]), fmt.num(v["per_1000"]), ""])
+        rows += _error_rows(arm, e)
+        att_rows += _error_rows(arm, e["per_attempt"])
     retry = [
-        [arm, fmt.num(e["logical_requests"]), fmt.num(e["retries"]), fmt.num(e["retry_rate"])]
+        [
+            arm,
+            fmt.num(e["logical_requests"]),
+            fmt.num(e["retries"]),
+            fmt.num(e["retry_rate"]),
+            fmt.num(e["cancelled"]),
+            fmt.num(e["per_attempt"]["cancelled"]),
+        ]  # fmt: skip
         for arm, e in s["errors"].items()
     ]
+    head = ["arm", "error type", "count", "per 1,000", "CI per 1,000"]
     return [
-        h.p("Every failed attempt is a ticket; rates are per 1,000 attempts."),
-        h.table(["arm", "error type", "count", "per 1,000", "CI per 1,000"], rows),
-        h.table(["arm", "logical requests", "retries", "retry rate"], retry),
+        h.p(
+            "Per logical request (the headline): a request whose final outcome after retries "
+            "failed is a ticket, by its final error type; rates per 1,000 requests."
+        ),
+        h.table(head, rows),
+        h.p(
+            "Per attempt: every failed attempt, retried or not (what retries cost and what a "
+            "provider may bill); rates per 1,000 attempts. Rows the harness cancelled (drain, "
+            "Ctrl-C) are not failures of the target and are in neither table."
+        ),
+        h.table(head, att_rows),
+        h.table(
+            [
+                "arm",
+                "logical requests",
+                "retries",
+                "retry rate",
+                "requests cancelled by harness",
+                "attempts cancelled by harness",
+            ],
+            retry,
+        ),  # fmt: skip
         *[h.figure(p) for p in plots],
     ]
 
@@ -465,11 +568,14 @@ def _errors_memo(s: Summary) -> list[str]:
     for arm, e in s["errors"].items():
         top = sorted(e["by_type"].items(), key=lambda kv: -kv[1]["count"])[:3]
         kinds = ", ".join(f"{md_escape(t)} {v['count']}" for t, v in top) or "none"
+        pa = e["per_attempt"]
         out.append(
-            f"- {md_escape(arm)}: {fmt.num(e['errors'])} errors in {fmt.num(e['requests'])} "
-            f"requests = {fmt.num(e['per_1000'])} per 1,000 (CI {fmt.num(e['per_1000_ci'][0])} "
-            f"to {fmt.num(e['per_1000_ci'][1])}); by type: {kinds}; retry rate "
-            f"{fmt.num(e['retry_rate'])}."
+            f"- {md_escape(arm)}: {fmt.num(e['errors'])} failed of {fmt.num(e['requests'])} "
+            f"requests after retries = {fmt.num(e['per_1000'])} per 1,000 (CI "
+            f"{fmt.num(e['per_1000_ci'][0])} to {fmt.num(e['per_1000_ci'][1])}); by type: "
+            f"{kinds}; per attempt {fmt.num(pa['per_1000'])} per 1,000 of "
+            f"{fmt.num(pa['attempts'])}; retry rate {fmt.num(e['retry_rate'])}; "
+            f"{fmt.num(e['cancelled'])} cancelled by the harness (not counted)."
         )
     return out
 
@@ -488,6 +594,8 @@ def _throughput_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
             fmt.num(t["requests_ok"]),
             fmt.num(t["request_rps"]),
             fmt.num(t["output_tps"]),
+            fmt.num(t["tokens_per_chunk"]),
+            fmt.num(t["duration_s"]),
             fmt.num(t["offered_rps"]),
             fmt.num(t["scheduled_rps"]),
             fmt.num(t["achieved_arrival_rps"]),
@@ -495,10 +603,13 @@ def _throughput_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
         ]  # fmt: skip
         for arm, t in s["throughput"].items()
     ]
-    head = ["arm", "completed", "req/s", "output tok/s", "offered req/s", "scheduled req/s",
+    head = ["arm", "completed", "req/s", "output tok/s", "tokens per chunk", "window (s)",
+            "offered req/s", "scheduled req/s",
             "sent req/s", "sent / offered"]  # fmt: skip
     return [
         h.p(
+            "Rates are over each arm's own window (its first scheduled or sent time to its "
+            "last end), so one arm's stragglers never change another arm's figures. "
             "Offered: expected arrivals per second over the analysed window (load shape "
             "included). Scheduled and sent: first attempts per second by scheduled and by "
             "actual send time; sent below scheduled means the client fell behind."
@@ -513,7 +624,8 @@ def _throughput_memo(s: Summary) -> list[str]:
     for arm, t in s["throughput"].items():
         out.append(
             f"- {md_escape(arm)}: {fmt.num(t['request_rps'])} req/s completed, "
-            f"{fmt.num(t['output_tps'])} output tok/s; arrivals sent "
+            f"{fmt.num(t['output_tps'])} output tok/s ({fmt.num(t['tokens_per_chunk'])} "
+            f"tokens per chunk); arrivals sent "
             f"{fmt.num(t['achieved_arrival_rps'])}/s vs offered {fmt.num(t['offered_rps'])}/s."
         )
     return out
@@ -586,18 +698,19 @@ def caveats(data: RunData, s: Summary) -> list[str]:
     if data.n_rows == 0:
         out.append("No requests were recorded in the analysed phases: every figure is empty.")
     for arm in data.arms:
-        n_ok = s["latency"][arm]["ttft_s"]["n"]
-        n_all = s["errors"][arm]["requests"]
+        ttft = s["latency"][arm]["ttft_s"]
+        n_ok = ttft["n"] - ttft.get("censored_n", 0)
+        n_all = s["errors"][arm]["per_attempt"]["attempts"]
         if n_all and n_ok == 0:
             out.append(f"Arm {arm!r} had no successful requests ({n_all} attempts, all failed): "
                        "its latency figures are empty.")  # fmt: skip
         elif n_all == 0:
             out.append(f"Arm {arm!r} has no requests in the analysed phases.")
-        elif n_ok < 100:
-            out.append(f"Arm {arm!r} has only {n_ok} successful requests: p99 and p99.9 rest on "
-                       "very few points and their CIs are wide.")  # fmt: skip
-        elif n_ok < 1000:
-            out.append(f"Arm {arm!r} has {n_ok} successful requests: p99.9 is not reliable.")
+        elif ttft.get("ci_not_estimable"):
+            which = " and ".join(ttft["ci_not_estimable"])
+            out.append(f"Arm {arm!r} has {n_ok} successful requests: too few for a confidence "
+                       f"bound of {which} to exist at this confidence level (not estimable); "
+                       "read those percentiles as rough.")  # fmt: skip
         th = s["throughput"][arm]
         ratio = th["achieved_vs_offered"]
         if th["offered_note"] and th["offered_note"] not in out:
@@ -606,10 +719,32 @@ def caveats(data: RunData, s: Summary) -> list[str]:
                 and th["achieved_below_offered"]):  # fmt: skip
             out.append(f"Arm {arm!r} sent {ratio:.0%} of the offered arrival rate: the load "
                        "generator did not deliver its schedule.")  # fmt: skip
+        for key in ("request_e2e_s", "e2e_s"):
+            st = s["latency"][arm][key]
+            if st.get("censored_n"):
+                what = "requests never answered (failed after retries)" if key.startswith(
+                    "request") else "attempts timed out"  # fmt: skip
+                out.append(
+                    f"Arm {arm!r}: {fmt.pct(st['censored_share'])} of {METRIC_LABELS[key]} "
+                    f"values are censored ({what}); they count in every percentile's rank, "
+                    f"and {', '.join(st['censored']) or 'no reported percentile'} "
+                    f"{'fall' if len(st['censored']) != 1 else 'falls'} among them."
+                )
+        if s["errors"][arm].get("cancelled"):
+            out.append(
+                f"Arm {arm!r}: {s['errors'][arm]['cancelled']} request(s) were cancelled by the "
+                "harness (drain or interrupt); they are left out of every rate and distribution."
+            )
         qd = s["latency"][arm]["queue_delay_s"]["p99"]
         if isinstance(qd, float) and math.isfinite(qd) and qd > 0.05:
             out.append(f"Arm {arm!r}: client queue delay p99 is {fmt.seconds(qd)}; requests left "
                        "late, so read the from-scheduled latencies.")  # fmt: skip
+    tpc = {a: s["throughput"][a]["tokens_per_chunk"] for a in data.arms}
+    known = {a: v for a, v in tpc.items() if isinstance(v, float) and math.isfinite(v)}
+    if known and max(known.values()) > 1.5:
+        per = ", ".join(f"{a} {v:.2g}" for a, v in known.items())
+        out.append(f"ITL is per streamed chunk, and the arms send different numbers of tokens "
+                   f"per chunk ({per}): compare them on TPOT (per token), not ITL.")  # fmt: skip
     if len(data.slices) > 1:
         out.append(f"The workload has {len(data.slices)} slices; per-slice figures are in "
                    "latency_by_slice and goodput.ARM.by_slice.")  # fmt: skip

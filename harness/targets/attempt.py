@@ -282,7 +282,13 @@ def build_record(
         e2e_s=timing.e2e_s(t_end, t_sent) if t_end is not None and t_sent else None,
         ttft_sched_s=timing.ttft_s(t_first, t_sched) if t_first is not None else None,
         e2e_sched_s=timing.e2e_s(t_end, t_sched) if t_end is not None else None,
-        tpot_s=timing.tpot_s(times[0], times[-1], completion_tokens) if times else None,
+        # all tokens in one chunk (or one read): the time between tokens was not observed, so
+        # TPOT is null, never 0 (which would pass any TPOT bound)
+        tpot_s=(
+            timing.tpot_s(times[0], times[-1], completion_tokens)
+            if times and times[-1] > times[0]
+            else None
+        ),
         itl_s=timing.itl_s(times) if times else None,
         prompt_tokens=prompt_tokens,
         completion_tokens=completion_tokens,

@@ -22,6 +22,7 @@ import orjson
 
 from harness.config import TargetConfig
 from harness.record.schema import RequestRecord
+from harness.redaction import looks_like_env_name, register
 from harness.targets import clock
 from harness.targets.attempt import Attempt, RecordContext, build_record
 from harness.targets.errors import AttemptError, TargetError
@@ -44,6 +45,13 @@ def resolve_api_key(arm: str, target: TargetConfig) -> str:
     dummy too. Raises :class:`TargetError` naming the arm and the variable when it is unset.
     """
     env = target.api_key_env
+    if env and not looks_like_env_name(env):  # a key pasted where its variable's name belongs
+        register(env)  # never shown, whatever prints it next
+        raise TargetError(
+            f"arms.{arm}.api_key_env: expected the NAME of an environment variable (like "
+            "OPENAI_API_KEY), but the value is not a variable name; it may be the key itself "
+            "(not shown). Export the key in a variable and name that variable here"
+        )
     if not env:
         if target.kind == "openai":
             raise TargetError(
@@ -213,13 +221,23 @@ class ArmClient:
             except Exception as exc:  # a bug or an unexpected library error: keep the row
                 etype = "connection" if isinstance(exc, OSError) else "bad_response"
                 self._fail(att, etype, f"{type(exc).__name__}: {exc}", None)
+            except BaseException:  # killed (GreenletExit) while this attempt was in flight
+                att.fail("cancelled", "the run stopped before the request finished")
+                rec = self._record(att, item, request_id, attempt, pair_id, phase, tv, t_sched0)
+                rec.will_retry = False
+                rows.append(rec)
+                if on_row is not None:
+                    on_row(rec)
+                raise
             rec = self._record(att, item, request_id, attempt, pair_id, phase, tv, t_sched0)
+            again = (
+                retryable and should_retry(retry, att.error_type, attempt) and not self._cancelled
+            )
+            rec.will_retry = bool(again) if rec.status != "ok" else False
             rows.append(rec)
             if on_row is not None:
                 on_row(rec)
-            if not retryable or not should_retry(retry, att.error_type, attempt):
-                break
-            if self._cancelled:
+            if not again:
                 break
             attempt += 1
             delay = backoff_s(
@@ -395,6 +413,8 @@ def make_arm_client(
     first, so a missing environment variable fails here, before any traffic."""
     kind = AUTO_CLIENT if target.client == "auto" else target.client
     key = api_key if api_key is not None else resolve_api_key(arm, target)
+    if key != DUMMY_API_KEY:
+        register(key)  # whatever this process records or prints hides it
     kwargs: dict[str, Any] = dict(
         run_id=run_id,
         experiment=experiment,

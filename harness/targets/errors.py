@@ -8,9 +8,8 @@ record, a log line or an exception message.
 
 from __future__ import annotations
 
-import re
-
 from harness.record.schema import ERROR_TYPES
+from harness.redaction import redact_text
 
 #: Longest ``error_message`` kept in a record.
 MAX_ERROR_MESSAGE = 500
@@ -52,19 +51,12 @@ def classify_status(status: int) -> str:
     return "client_error"
 
 
-# Anything that looks like a bearer token or an API key, even partially masked by a provider
-# ("Incorrect API key provided: sk-proj-****abcd").
-_SECRET_PATTERNS = re.compile(
-    r"(?i)(bearer\s+)\S+|\b(?:sk|pk|rk|key|api[-_]?key)[-_][A-Za-z0-9*_\-.]{4,}"
-)
-
-
 def redact(text: str, secrets: tuple[str, ...] = ()) -> str:
-    """Remove every secret (and anything key-shaped) from ``text``."""
-    for s in secrets:
-        if s and len(s) >= 4:
-            text = text.replace(s, "***")
-    return _SECRET_PATTERNS.sub(lambda m: (m.group(1) or "") + "***", text)
+    """Remove ``secrets``, every registered secret and anything key-shaped from ``text``.
+
+    See :func:`harness.redaction.redact_text`.
+    """
+    return redact_text(text, secrets)
 
 
 def clip_message(text: str, secrets: tuple[str, ...] = ()) -> str:

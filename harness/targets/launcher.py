@@ -5,24 +5,37 @@ Runs ``COMMAND MODEL --host HOST --port PORT ARGS...`` (``launch.command`` defau
 until ``GET /health`` answers 200, and on exit sends SIGTERM to the whole group, then SIGKILL
 after a grace period. A process that exits during startup, or a startup that exceeds
 ``launch.startup_timeout_s``, raises :class:`TargetError` quoting the tail of the log.
+The server's output passes through a redacting filter (``python -m harness.redaction --tee``)
+on its way to the log: the key it echoes in its arguments never reaches the disk.
 
 vLLM itself is an optional GPU install, never a test dependency: tests launch a stand-in.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 
 from harness.config import TargetConfig
+from harness.redaction import (
+    TEE_SECRETS_ENV,
+    argv_secrets,
+    redact_argv,
+    redact_text,
+    registered,
+    target_secrets,
+)
 from harness.targets.errors import TargetError, redact
 
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+_PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # where ``import harness`` works
 
 
 def log_tail(path: Path, max_bytes: int = 4000) -> str:
@@ -36,33 +49,15 @@ def log_tail(path: Path, max_bytes: int = 4000) -> str:
         return ""
 
 
-_SECRET_FLAGS = ("--api-key",)
-
-
 def masked_command(cmd: list[str]) -> tuple[str, tuple[str, ...]]:
     """``cmd`` as one printable line with secrets masked, and the secrets it held.
 
-    The value after ``--api-key`` (or in ``--api-key=VALUE``) becomes ``***``; any other
-    argument that looks like a key is scrubbed by :func:`~harness.targets.errors.redact`.
+    The value after ``--api-key`` (or in ``--api-key=VALUE``, or any other secret flag such as
+    ``--hf-token``) becomes ``***``; any other argument that looks like a key is scrubbed too
+    (:func:`~harness.redaction.redact_argv`, :func:`~harness.redaction.redact_text`).
     """
-    shown: list[str] = []
-    secrets: list[str] = []
-    hide_next = False
-    for arg in cmd:
-        flag, eq, value = arg.partition("=")
-        if hide_next:
-            secrets.append(arg)
-            shown.append("***")
-            hide_next = False
-        elif arg in _SECRET_FLAGS:
-            shown.append(arg)
-            hide_next = True
-        elif eq and flag in _SECRET_FLAGS:
-            secrets.append(value)
-            shown.append(f"{flag}=***")
-        else:
-            shown.append(redact(arg))
-    return " ".join(shown), tuple(secrets)
+    shown = [redact_text(word) for word in redact_argv(cmd)]
+    return " ".join(shown), tuple(argv_secrets(cmd))
 
 
 class VllmLauncher:
@@ -92,7 +87,9 @@ class VllmLauncher:
         self.stop_timeout_s = stop_timeout_s
         self.poll_s = poll_s
         self.proc: subprocess.Popen[bytes] | None = None
-        self._shown_cmd, self._secrets = masked_command(self.command())
+        self._tee: subprocess.Popen[bytes] | None = None
+        self._shown_cmd, flag_secrets = masked_command(self.command())
+        self._secrets = tuple(dict.fromkeys([*flag_secrets, *target_secrets(target)]))
 
     def command(self) -> list[str]:
         """The command line: ``COMMAND MODEL --host HOST --port PORT ARGS...``."""
@@ -115,11 +112,16 @@ class VllmLauncher:
         cmd = self.command()
         with open(self.log_path, "ab") as log:
             log.write(f"$ {self._shown_cmd}\n".encode())
-            log.flush()
+        # vLLM prints its arguments (the key among them): its output reaches the log through
+        # a redacting line filter in its own process, so no thread of ours has to pump it
+        # and the log stays redacted even if this process dies first.
+        read_fd, write_fd = os.pipe()
+        try:
+            self._tee = self._start_tee(read_fd)
             try:
                 self.proc = subprocess.Popen(
                     cmd,
-                    stdout=log,
+                    stdout=write_fd,
                     stderr=subprocess.STDOUT,
                     stdin=subprocess.DEVNULL,
                     env=env,
@@ -130,12 +132,43 @@ class VllmLauncher:
                     f"arms.{self.arm}.launch: cannot run {redact(cmd[0], self._secrets)!r}: "
                     f"{redact(str(exc), self._secrets)} (is vLLM installed on this machine?)"
                 ) from None
+        finally:
+            os.close(read_fd)
+            os.close(write_fd)  # EOF for the filter once vLLM and its children are gone
+            if self.proc is None:
+                self._wait_tee()
         try:
             self.wait_healthy()
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _start_tee(self, read_fd: int) -> subprocess.Popen[bytes]:
+        """``python -m harness.redaction --tee LOG`` reading the server's output from ``read_fd``."""
+        secrets = list(dict.fromkeys([*self._secrets, *registered()]))
+        path = os.pathsep.join(p for p in (_PACKAGE_ROOT, os.environ.get("PYTHONPATH")) if p)
+        env = {**os.environ, "PYTHONPATH": path, TEE_SECRETS_ENV: json.dumps(secrets)}
+        with open(self.log_path, "ab") as log:  # its own failure, if any, lands in the log
+            return subprocess.Popen(
+                [sys.executable, "-m", "harness.redaction", "--tee", str(self.log_path)],
+                stdin=read_fd,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                env=env,
+                start_new_session=True,  # Ctrl-C and the server's group kill leave it to drain
+            )
+
+    def _wait_tee(self, timeout_s: float = 5.0) -> None:
+        """Let the log filter write what the server printed (it ends at EOF)."""
+        tee, self._tee = self._tee, None
+        if tee is None:
+            return
+        try:
+            tee.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:  # a leftover child still holds the pipe open
+            tee.kill()
+            tee.wait()
 
     def wait_healthy(self) -> None:
         """Poll ``/health`` until 200, the process exits, or the startup timeout passes."""
@@ -146,6 +179,7 @@ class VllmLauncher:
         while True:
             code = self.proc.poll()
             if code is not None:
+                self._wait_tee()
                 raise TargetError(
                     f"arms.{self.arm}: vLLM exited with code {code} during startup "
                     f"(log {self.log_path}):\n{self._log_tail()}"
@@ -171,6 +205,7 @@ class VllmLauncher:
         """SIGTERM the process group, SIGKILL after ``stop_timeout_s``; returns the exit code."""
         proc, self.proc = self.proc, None
         if proc is None:
+            self._wait_tee()
             return None
         if proc.poll() is None:
             try:
@@ -189,6 +224,7 @@ class VllmLauncher:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
+        self._wait_tee()
         return proc.returncode
 
     @property

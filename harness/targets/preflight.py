@@ -13,6 +13,7 @@ import json
 import urllib.error
 import urllib.request
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from harness.config import TargetConfig
 from harness.targets.client import DUMMY_API_KEY, endpoint_path, resolve_api_key
@@ -21,6 +22,17 @@ from harness.targets.errors import TargetError, redact
 _UNSUPPORTED = (404, 405, 501)
 # Direct connections, like the lean client (environment proxy settings are not applied).
 _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def join_url(base_url: str, path: str) -> str:
+    """``path`` appended to ``base_url``'s path, its query string kept after it.
+
+    ``https://h/openai/deployments/d?api-version=v`` + ``/models`` is
+    ``https://h/openai/deployments/d/models?api-version=v`` (as the lean client builds its
+    request line), never ``...d?api-version=v/models``.
+    """
+    u = urlsplit(base_url)
+    return urlunsplit((u.scheme, u.netloc, u.path.rstrip("/") + path, u.query, ""))
 
 
 def _request(
@@ -57,12 +69,12 @@ def preflight(
 
     Raises :class:`TargetError` with an actionable message when the check fails.
     """
-    base = (target.base_url or "").rstrip("/")
+    base = target.base_url or ""
     if not base:
         raise TargetError(f"arms.{arm}: no base_url to check")
     key = api_key if api_key is not None else resolve_api_key(arm, target)
     secrets = (key,) if key != DUMMY_API_KEY else ()
-    url = base + "/models"
+    url = join_url(base, "/models")
 
     def fail(what: str) -> TargetError:
         return TargetError(redact(f"arms.{arm}: preflight {url}: {what}", secrets))
@@ -96,7 +108,7 @@ def _one_token(
     arm: str, target: TargetConfig, key: str, base: str, timeout_s: float, secrets: tuple[str, ...]
 ) -> None:
     """Fallback when ``/models`` is unsupported: a 1-token non-streaming request."""
-    url = base + endpoint_path(target)
+    url = join_url(base, endpoint_path(target))
     body: dict[str, Any] = {"model": target.model, "max_tokens": 1}
     if target.api == "chat":
         body["messages"] = [{"role": "user", "content": "ping"}]

@@ -4,8 +4,10 @@ All inputs are integer nanoseconds on the same clock (see :mod:`harness.targets.
 outputs are seconds. A *content chunk* is an SSE chunk that carries generated text
 (``delta.content`` for chat, ``text`` for completions; reasoning deltas count too). Role-only
 chunks, the ``finish_reason`` chunk without text and the trailing usage chunk are not content
-chunks, so they never move TTFT, ITL or the end of a successful stream (vLLM ``bench serve``
-convention: the usage chunk is excluded).
+chunks, so they never move TTFT, ITL or the end of a successful stream. This is stricter than
+vLLM ``bench serve``, whose TTFT is the first chunk with non-empty ``choices`` (in chat
+usually the role-only chunk) and whose end counts a finish-only chunk; both exclude the
+trailing usage chunk.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def e2e_s(t_end: int, t_start: int) -> float:
 
 def tpot_s(t_first_token: int, t_last_token: int, completion_tokens: int | None) -> float | None:
     """Time per output token after the first:
-    ``(t_last_token - t_first_token) / (completion_tokens - 1)``; ``None`` below 2 tokens."""
+    ``(t_last_token - t_first_token) / (completion_tokens - 1)``; ``None`` below 2 tokens.
+    Callers pass ``None`` instead when every token came in one chunk (nothing was timed)."""
     if completion_tokens is None or completion_tokens < 2:
         return None
     return (t_last_token - t_first_token) / (completion_tokens - 1) / NS

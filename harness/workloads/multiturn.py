@@ -14,7 +14,9 @@ prompt. A shared system prefix goes to ``shared_prefix_share`` of the conversati
 Order: conversations are taken in groups of ``interleave`` and the turns of a group
 alternate (c0 t0, c1 t0, c2 t0, c3 t0, c0 t1, ...), skipping conversations that have ended,
 so the turns of one conversation come in order and, under open-loop arrivals, about
-``interleave`` arrival gaps apart (time for the previous turn to finish). ``interleave=1``
+``interleave`` arrival gaps apart. Nothing waits for the previous answer: a turn is sent at
+its own arrival time even if the previous turn is still streaming or failed, so the gap is
+what gives the previous turn time to finish. ``interleave=1``
 walks one conversation at a time. ``len()`` is the total number of turns; with ``shuffle``
 each cycle takes the conversations in a new seeded order (turn order is kept).
 

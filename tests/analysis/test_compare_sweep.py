@@ -40,7 +40,7 @@ def test_compare_runs_default_location_and_direction(tmp_path: Path):
     p50 = s["comparison"]["pairs"][0]["metrics"]["ttft_s"]["p50"]
     assert p50["diff"] < 0 and p50["ci"][1] < 0 and p50["significant"]  # B faster
     memo = (out / "memo.md").read_text()
-    assert "TTFT p50: selfhosted B after is faster than selfhosted A before" in memo
+    assert "Request TTFT p50: selfhosted B after is faster than selfhosted A before" in memo
     assert (out / "plots" / "cdf_selfhosted.png").stat().st_size > 0
     assert (out / "plots" / "shift_function.svg").stat().st_size > 0
     assert "data:image/png;base64," in (out / "report.html").read_text()

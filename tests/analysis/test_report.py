@@ -28,59 +28,105 @@ def _frame(run_dir: Path) -> pd.DataFrame:
     return pd.concat([pd.read_parquet(f) for f in files], ignore_index=True)
 
 
+def _rel(x: pd.Series, t0: pd.Timestamp) -> np.ndarray:
+    return (x - t0).dt.total_seconds().to_numpy()
+
+
 def test_summary_matches_pandas_recomputation(built_report):
+    """Every figure recomputed from the raw timestamps (t_scheduled, t_sent, t_first_token,
+    t_end, itl_s), not from the derived columns the fixture wrote."""
     run_dir, s = built_report
     df = _frame(run_dir)
-    main = df[df["phase"] == "main"]
+    main = df[df["phase"] == "main"].copy()
     assert s["schema_version"] == 1 and s["run_id"] == "run-test" and s["experiment"] == "unit"
     assert list(s["arms"]) == ["cloud", "selfhosted"]
     assert s["run"]["rows"] == len(main)
     t0 = min(main["t_scheduled"].min(), main["t_sent"].min())
     t1 = max(main["t_end"].max(), main["t_sent"].max())
-    duration = (t1 - t0).total_seconds()
-    assert s["run"]["analysed_duration_s"] == pytest.approx(duration)
+    assert s["run"]["analysed_duration_s"] == pytest.approx((t1 - t0).total_seconds())
+    main["r_ttft"] = _rel(main["t_first_token"], t0) - _rel(main["t_sent"], t0)
+    main["r_e2e"] = _rel(main["t_end"], t0) - _rel(main["t_sent"], t0)
+    main["r_ttft_sched"] = _rel(main["t_first_token"], t0) - _rel(main["t_scheduled"], t0)
+    main["r_e2e_sched"] = _rel(main["t_end"], t0) - _rel(main["t_scheduled"], t0)
+    main["r_qd"] = _rel(main["t_sent"], t0) - _rel(main["t_scheduled"], t0)
+    ntok = main["completion_tokens"]
+    main["r_tpot"] = (_rel(main["t_end"], t0) - _rel(main["t_first_token"], t0)) / (ntok - 1)
     slo = SLOConfig(ttft_s=0.3, tpot_s=0.05, e2e_s=None)
     for arm, g in main.groupby("arm"):
         ok = g[g["status"] == "ok"]
+        timeout = g[g["error_type"] == "timeout"]
         lat = s["latency"][arm]
-        for col in ("ttft_s", "tpot_s", "e2e_s", "queue_delay_s", "ttft_sched_s", "e2e_sched_s"):
-            v = ok[col].dropna().to_numpy()
-            assert lat[col]["n"] == len(v)
-            assert lat[col]["mean"] == pytest.approx(v.mean())
-            for key, q in (
-                ("p50", 0.5),
-                ("p90", 0.9),
-                ("p95", 0.95),
-                ("p99", 0.99),
-                ("p99_9", 0.999),
-            ):
-                assert lat[col][key] == pytest.approx(np.quantile(v, q)), (arm, col, key)
+        for col, raw, censored in (
+            ("ttft_s", "r_ttft", True),
+            ("e2e_s", "r_e2e", True),
+            ("ttft_sched_s", "r_ttft_sched", True),
+            ("e2e_sched_s", "r_e2e_sched", True),
+            ("tpot_s", "r_tpot", False),
+        ):
+            v = ok[raw].dropna().to_numpy()
+            if censored:  # timed-out attempts count, censored at +inf
+                v = np.concatenate([v, np.full(len(timeout), np.inf)])
+            assert lat[col]["n"] == len(v), (arm, col)
+            assert lat[col]["censored_n"] == (len(timeout) if censored else 0)
+            assert lat[col]["mean"] == pytest.approx(v[np.isfinite(v)].mean())
+            for key, q in (("p50", 0.5), ("p90", 0.9), ("p95", 0.95), ("p99", 0.99)):
+                want = (
+                    np.quantile(v, q)
+                    if np.isfinite(np.sort(v)[int(np.ceil((len(v) - 1) * q))])
+                    else None
+                )
+                got = lat[col][key]
+                assert got == (pytest.approx(want) if want is not None else None), (arm, col, key)
             lo, hi = lat[col]["ci"]["p50"]
             assert lo <= lat[col]["p50"] <= hi
+        qd = g.loc[g["t_sent"].notna(), "r_qd"].to_numpy()
+        assert lat["queue_delay_s"]["n"] == qd.size
+        assert lat["queue_delay_s"]["p50"] == pytest.approx(np.median(qd))
         gaps = np.concatenate([np.asarray(x) for x in ok["itl_s"]])
         assert lat["itl_s"]["n"] == gaps.size and lat["itl_s"]["quantile_n"] == gaps.size
         assert lat["itl_s"]["p50"] == pytest.approx(np.median(gaps))
         assert lat["itl_s"]["mean"] == pytest.approx(gaps.mean())
-        # failures
-        err = g[g["status"] == "error"]
+        # failures: per logical request (final attempt) and per attempt
+        final = g.sort_values("attempt").groupby("request_id").tail(1)
+        failed = final[final["status"] != "ok"]
         e = s["errors"][arm]
-        assert e["requests"] == len(g) and e["errors"] == len(err)
-        assert e["per_1000"] == pytest.approx(1000 * len(err) / len(g))
-        for t, c in err["error_type"].value_counts().items():
+        assert e["requests"] == len(final) and e["errors"] == len(failed)
+        assert e["per_1000"] == pytest.approx(1000 * len(failed) / len(final))
+        for t, c in failed["error_type"].value_counts().items():
             assert e["by_type"][t]["count"] == c
+        err = g[g["status"] == "error"]
+        pa = e["per_attempt"]
+        assert pa["attempts"] == len(g) and pa["errors"] == len(err)
+        assert pa["per_1000"] == pytest.approx(1000 * len(err) / len(g))
+        for t, c in err["error_type"].value_counts().items():
+            assert pa["by_type"][t]["count"] == c
         assert e["retry_rate"] == pytest.approx(
-            (g["attempt"] > 0).sum() / (g["attempt"] == 0).sum()
+            (g["attempt"] > 0).sum() / g["request_id"].nunique()
         )
         assert sum(p["errors"] for p in e["over_time"]["points"]) == len(err)
-        # goodput: ok and TTFT <= 0.3 and (TPOT <= 0.05 or no TPOT)
-        meets = (g["status"] == "ok") & (g["ttft_s"] <= slo.ttft_s)
-        meets &= (g["tpot_s"] <= slo.tpot_s) | g["tpot_s"].isna()
+        # the arm's own window
+        lo_t = min(_rel(g["t_scheduled"], t0).min(), _rel(g["t_sent"], t0).min())
+        hi_t = max(np.nanmax(_rel(g["t_end"], t0)), _rel(g["t_sent"], t0).max())
+        duration = hi_t - lo_t
+        # goodput per logical request: final ok and request TTFT (from t_arrival, here the
+        # first attempt's t_scheduled) <= 0.3 and (TPOT <= 0.05 or no TPOT)
+        arrival = g.sort_values("attempt").groupby("request_id")["t_scheduled"].first()
+        fin = final.set_index("request_id")
+        req_ttft = _rel(fin["t_first_token"], t0) - _rel(arrival.loc[fin.index], t0)
+        meets = (fin["status"] == "ok").to_numpy() & (req_ttft <= slo.ttft_s)
+        tp = fin["r_tpot"].to_numpy()
+        meets &= (tp <= slo.tpot_s) | np.isnan(tp)
         gp = s["goodput"][arm]
+        assert gp["requests"] == len(fin)
         assert gp["meeting_slo"] == int(meets.sum())
         assert gp["share"] == pytest.approx(meets.mean())
         assert gp["rate_rps"] == pytest.approx(meets.sum() / duration)
+        att_meets = (g["status"] == "ok") & (g["r_ttft"] <= slo.ttft_s)
+        att_meets &= (g["r_tpot"] <= slo.tpot_s) | g["r_tpot"].isna()
+        assert gp["per_attempt"]["meeting_slo"] == int(att_meets.sum())
         # throughput
         th = s["throughput"][arm]
+        assert th["duration_s"] == pytest.approx(duration)
         assert th["requests_ok"] == len(ok)
         assert th["request_rps"] == pytest.approx(len(ok) / duration)
         assert th["output_tps"] == pytest.approx(ok["completion_tokens"].sum() / duration)
@@ -95,7 +141,13 @@ def test_summary_matches_pandas_recomputation(built_report):
     pair = s["comparison"]["pairs"][0]
     assert (pair["baseline"], pair["other"]) == ("cloud", "selfhosted")
     ok = main[main["status"] == "ok"]
-    med = ok.groupby("arm")["ttft_s"].median()
+    med = ok.groupby("arm")["r_ttft"].median()
+    timeouts = main[main["error_type"] == "timeout"].groupby("arm").size()
+    assert timeouts.get("cloud", 0) == 0  # selfhosted's timeouts shift its median:
+    sh = np.concatenate(
+        [ok[ok["arm"] == "selfhosted"]["r_ttft"], np.full(timeouts["selfhosted"], np.inf)]
+    )
+    med["selfhosted"] = np.median(sh)
     d = pair["metrics"]["ttft_s"]["p50"]
     assert d["diff"] == pytest.approx(med["selfhosted"] - med["cloud"])
     assert d["significant"] and d["ci"][0] <= d["diff"] <= d["ci"][1] < 0
@@ -103,9 +155,12 @@ def test_summary_matches_pandas_recomputation(built_report):
         [0.1 * i for i in range(1, 10)]
     )
     # per slice
-    for (arm, sl), g in ok.groupby(["arm", "slice"]):
+    for (arm, sl), g in main.groupby(["arm", "slice"]):
+        if (g["error_type"] == "timeout").any():
+            continue  # censored: covered above
+        g = g[g["status"] == "ok"]
         assert s["latency_by_slice"][arm][sl]["ttft_s"]["p99"] == pytest.approx(
-            np.quantile(g["ttft_s"], 0.99)
+            np.quantile(g["r_ttft"], 0.99)
         )
 
 

@@ -37,24 +37,23 @@ def test_quantiles_hand_computed():
     assert np.isnan(quantiles(np.array([]), [0.5])).all()
 
 
-def test_bootstrap_matches_scipy_called_directly():
+def test_quantile_cis_match_quantile_test_and_mean_matches_bootstrap():
+    """Quantiles: scipy.stats.quantile_test's order-statistic interval; mean: scipy's
+    percentile bootstrap called directly (same seed, same resamples)."""
     rng = np.random.default_rng(3)
     x = rng.lognormal(size=400)
     qs = [0.5, 0.99]
     lo, hi, method = bootstrap_quantiles_ci(x, qs, FAST)
+    assert method == "order-statistic"
+    for j, q in enumerate(qs):
+        ref_q = sps.quantile_test(x, q=1.0, p=q).confidence_interval(0.95)
+        assert (lo[j], hi[j]) == (ref_q.low, ref_q.high)
     ref = sps.bootstrap(
-        (x,),
-        lambda a, axis=-1: np.concatenate(
-            [np.quantile(a, qs, axis=axis), np.mean(a, axis=axis)[None]]
-        ),
-        n_resamples=300,
-        method="percentile",
-        vectorized=True,
+        (x,), np.mean, n_resamples=300, method="percentile", vectorized=True,
         rng=np.random.default_rng(7),
-    )
-    assert method == "scipy"
-    np.testing.assert_allclose(lo, ref.confidence_interval.low)
-    np.testing.assert_allclose(hi, ref.confidence_interval.high)
+    )  # fmt: skip
+    assert lo[-1] == pytest.approx(ref.confidence_interval.low)
+    assert hi[-1] == pytest.approx(ref.confidence_interval.high)
     point = np.quantile(x, qs)
     assert (lo[:2] <= point).all() and (point <= hi[:2]).all()
 
@@ -65,27 +64,38 @@ def test_mean_ci_close_to_t_interval_on_normal_data():
     t_lo, t_hi = sps.t.interval(0.95, x.size - 1, loc=x.mean(), scale=sps.sem(x))
     assert lo[-1] == pytest.approx(t_lo, abs=0.03)
     assert hi[-1] == pytest.approx(t_hi, abs=0.03)
+    # beyond max_n the mean's CI is the bootstrap's normal limit (sd with ddof=0)
+    lo_n, hi_n, _ = bootstrap_quantiles_ci(x, [0.5], BootstrapSettings(max_n=100))
+    half = 1.959964 * x.std() / math.sqrt(x.size)
+    assert (lo_n[-1], hi_n[-1]) == (pytest.approx(x.mean() - half), pytest.approx(x.mean() + half))
+    assert lo_n[-1] == pytest.approx(lo[-1], abs=0.03)
+    assert hi_n[-1] == pytest.approx(hi[-1], abs=0.03)
 
 
 def test_bootstrap_small_and_degenerate_samples():
     lo, hi, method = bootstrap_quantiles_ci(np.array([1.0, 2.0]), [0.5], FAST)
     assert method == "none" and np.isnan(lo).all() and np.isnan(hi).all()
-    lo, hi, _ = bootstrap_quantiles_ci(np.full(50, 0.25), [0.5, 0.99], FAST)
-    assert lo.tolist() == hi.tolist() == [0.25, 0.25, 0.25]
+    # constant sample: the order statistics are the constant; p99's upper bound needs
+    # 0.99**n <= 2.5%, i.e. n >= 367, so at n=50 it is not estimable (NaN)
+    lo, hi, method = bootstrap_quantiles_ci(np.full(50, 0.25), [0.5, 0.99], FAST)
+    assert method == "order-statistic"
+    assert lo.tolist() == [0.25, 0.25, 0.25]
+    assert hi[0] == hi[2] == 0.25 and np.isnan(hi[1])
 
 
 def test_order_statistic_bootstrap_matches_scipy_resampling():
-    """Beyond max_n the order-statistic bootstrap is used; its CIs match scipy's resampling."""
+    """The order-statistic bootstrap (used by the difference CIs beyond max_n) has the
+    distribution of scipy's resampled quantiles: their percentile intervals agree."""
     x = np.random.default_rng(1).lognormal(size=3000)
     qs = [0.5, 0.9, 0.99]
-    big = BootstrapSettings(resamples=4000, seed=0, max_n=10_000)
-    small = BootstrapSettings(resamples=4000, seed=0, max_n=100)
-    lo_s, hi_s, m_s = bootstrap_quantiles_ci(x, qs, big)
-    lo_o, hi_o, m_o = bootstrap_quantiles_ci(x, qs, small)
-    assert (m_s, m_o) == ("scipy", "order-statistic")
+    ref = sps.bootstrap(
+        (x,), lambda a, axis=-1: np.quantile(a, qs, axis=axis), n_resamples=4000,
+        method="percentile", vectorized=True, rng=np.random.default_rng(0),
+    )  # fmt: skip
+    lo_s, hi_s = ref.confidence_interval.low, ref.confidence_interval.high
+    reps = order_stat_bootstrap(np.sort(x), qs, 4000, np.random.default_rng(0))
+    lo_o, hi_o = np.quantile(reps, [0.025, 0.975], axis=-1)
     width = hi_s - lo_s
-    np.testing.assert_allclose(lo_o, lo_s, atol=0.1 * width.max())
-    np.testing.assert_allclose(hi_o, hi_s, atol=0.1 * width.max())
     for j in range(len(qs)):
         np.testing.assert_allclose([lo_o[j], hi_o[j]], [lo_s[j], hi_s[j]], atol=0.12 * width[j])
     # replicates have the resampled quantile's distribution: mean close to the point estimate
@@ -170,8 +180,13 @@ def test_quantiles_monotone_and_bounded(values, q1, q2):
 @settings(max_examples=15, deadline=None)
 @given(st.lists(st.floats(0.001, 10, allow_nan=False), min_size=5, max_size=40))
 def test_ci_bounds_ordered(values):
-    lo, hi, _ = bootstrap_quantiles_ci(np.array(values), [0.5, 0.9], FAST)
-    assert (lo <= hi + 1e-12).all()
+    v = np.array(values)
+    lo, hi, _ = bootstrap_quantiles_ci(v, [0.5, 0.9], FAST)
+    both = np.isfinite(lo) & np.isfinite(hi)  # else a bound is not estimable at this n
+    assert (lo[both] <= hi[both] + 1e-12).all()
+    # quantile bounds are sample values (order statistics)
+    assert np.isin(lo[:2][np.isfinite(lo[:2])], v).all()
+    assert np.isin(hi[:2][np.isfinite(hi[:2])], v).all()
 
 
 # ---------------------------------------------------------------- cluster bootstrap (ITL)

@@ -76,6 +76,23 @@ def test_deterministic_per_seed_and_stream():
     assert list(build_schedule(load, ROOT).offsets()) != a
 
 
+def test_independent_streams_of_deterministic_arrivals_are_identical(tmp_path):
+    """README (Arrivals): under ``pairing: independent`` the per-arm stream only reseeds random
+    gaps, so ``constant`` and ``trace`` give every arm the same schedule; poisson does not."""
+    trace = tmp_path / "t.csv"
+    trace.write_text("t\n0\n0.5\n2.25\n")
+    for load in (
+        LoadConfig(arrival="constant", rate=7.0, duration_s=20.0, seed=4),
+        trace_load(trace, seed=4),
+    ):
+        arm1, arm2 = (list(build_schedule(load, ROOT, stream=k).offsets()) for k in (1, 2))
+        assert arm1 == arm2 and arm1 == list(build_schedule(load, ROOT, stream=0).offsets())
+    poisson = LoadConfig(arrival="poisson", rate=7.0, duration_s=20.0, seed=4)
+    assert list(build_schedule(poisson, ROOT, stream=1).offsets()) != list(
+        build_schedule(poisson, ROOT, stream=2).offsets()
+    )
+
+
 def test_workers_partition_the_schedule():
     sched = build_schedule(LoadConfig(rate=2000.0, duration_s=100.0, seed=1), ROOT)
     full = list(sched.offsets())

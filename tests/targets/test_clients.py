@@ -637,3 +637,38 @@ def test_openai_target_gets_seed_only_from_extra_body(server, monkeypatch):
     kw = dict(kind="openai", api_key_env="HARNESS_TEST_KEY", temperature=0.7)
     assert _sent_seed(server, "lean", **kw) is None
     assert _sent_seed(server, "lean", extra_body={"seed": 42}, **kw) == 42
+
+
+@pytest.mark.parametrize("impl", CLIENTS)
+def test_will_retry_marks_retried_attempts(server, impl):
+    server.push(Script(status=429, headers={"Retry-After": "0.05"}), Script())
+    c = _client(server, impl)
+    c.target.retry.max_attempts = 3
+    rows = _one(c)
+    assert [(r.attempt, r.status, r.will_retry) for r in rows] == [
+        (0, "error", True),
+        (1, "ok", False),
+    ]
+    server.push(Script(status=429, headers={"Retry-After": "0.01"}), Script(status=429))
+    c.target.retry.max_attempts = 2
+    rows = _one(c)  # retries exhausted: the last failure is final
+    assert [r.will_retry for r in rows] == [True, False]
+
+
+@pytest.mark.parametrize("impl", CLIENTS)
+def test_cancel_during_backoff_records_no_synthetic_retry(server, impl):
+    """A run stopped while a 429 waits out its 5 s Retry-After: attempt 0's row says the
+    client would have retried (the analysis counts the request as cancelled by the harness),
+    and no attempt-1 row is invented."""
+    server.push(Script(status=429, headers={"Retry-After": "5"}), Script())
+    c = _client(server, impl)
+    c.target.retry.max_attempts = 3
+    seen = []
+    th, out = _in_thread(lambda: _one(c, on_row=seen.append))
+    _wait_for(lambda: len(seen) == 1, timeout=3)
+    c.cancel()  # what the engine's drain does
+    th.join(3)
+    assert not th.is_alive()
+    rows = out["rows"]
+    assert [(r.attempt, r.error_type, r.will_retry) for r in rows] == [(0, "rate_limited", True)]
+    assert seen == rows

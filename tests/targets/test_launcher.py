@@ -103,7 +103,9 @@ def test_api_key_masked_in_log_and_errors(tmp_path):
     from harness.targets.launcher import masked_command
 
     key = "s3cret-launch-value-123"
-    t = _target(tmp_path, "--api-key", key, "--exit-code", "3")
+    token = "hf-token-value-456789"
+    t = _target(tmp_path, "--api-key", key, "--print-env", "HF_TOKEN", "--exit-code", "3")
+    t.launch.env = {"HF_TOKEN": token}
     with pytest.raises(TargetError) as info:
         VllmLauncher("selfhosted", t, poll_s=0.05).start()
     assert "exited with code 3" in str(info.value)
@@ -111,6 +113,9 @@ def test_api_key_masked_in_log_and_errors(tmp_path):
     log = Path(t.launch.log_file).read_text()
     cmd_line = next(line for line in log.splitlines() if line.startswith("$ "))
     assert "--api-key ***" in cmd_line and key not in cmd_line
+    # the server's own output, echoing its arguments and environment, is masked on the way in
+    assert "'api_key': '***'" in log and "env HF_TOKEN=***" in log and "no GPU found" in log
+    assert key not in log and token not in log
 
     shown, secrets = masked_command(
         ["vllm", "serve", "m", f"--api-key={key}", "--x", "sk-proj-abcdef123456", "--port", "1"]

@@ -11,7 +11,7 @@ import pytest
 from harness.record.schema import METRICS_SCHEMA
 from harness.targets.errors import TargetError
 from harness.targets.metrics import MetricsScraper, metrics_url, parse_prometheus
-from harness.targets.preflight import preflight, preflight_all
+from harness.targets.preflight import join_url, preflight, preflight_all
 from tests.targets.scripted_server import make_target
 
 
@@ -60,6 +60,25 @@ def test_preflight_falls_back_to_one_token(server):
     assert preflight("selfhosted", t) == []
     last = server.requests[-1]
     assert last["path"] == "/v1/chat/completions" and last["body"]["max_tokens"] == 1
+
+
+def test_join_url_keeps_query_after_path():
+    base = "https://x.openai.azure.com/openai/deployments/d?api-version=2024-06-01"
+    assert join_url(base, "/models") == (
+        "https://x.openai.azure.com/openai/deployments/d/models?api-version=2024-06-01"
+    )
+    assert join_url("http://h:8000/v1/", "/models") == "http://h:8000/v1/models"
+    assert join_url("http://h:8000/v1", "/chat/completions") == "http://h:8000/v1/chat/completions"
+
+
+def test_preflight_base_url_with_query_string(server):
+    """An Azure-style base_url: /models goes on the path, the api-version query is kept."""
+    base = server.base_url + "?api-version=2024-06-01"
+    assert preflight("cloud", make_target(base)) == ["test-model"]
+    assert server.requests[-1]["path"] == "/v1/models?api-version=2024-06-01"
+    server.models_status = 404  # the one-token fallback joins the same way
+    assert preflight("cloud", make_target(base)) == []
+    assert server.requests[-1]["path"] == "/v1/chat/completions?api-version=2024-06-01"
 
 
 def test_preflight_all_names_every_failing_arm(server):

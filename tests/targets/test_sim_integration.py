@@ -7,12 +7,11 @@ import statistics
 import pytest
 
 from harness.config import TargetConfig
+from harness.sim import process
 from harness.targets import make_arm_client
 from harness.targets.metrics import MetricsScraper
 from harness.targets.preflight import preflight
 from harness.workloads.base import WorkItem
-
-process = pytest.importorskip("harness.sim.process", reason="harness.sim.process not there yet")
 
 ITEM = WorkItem(sample_id="s", prompt="hello there", max_tokens=20, force_length=True)
 
