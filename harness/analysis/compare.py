@@ -42,9 +42,15 @@ def _standin(v: np.ndarray) -> np.ndarray:
     return np.where(np.isposinf(v), _CENSORED_STANDIN, v) if v.size and v[-1] == np.inf else v
 
 
-def _unbounded(x: np.ndarray) -> np.ndarray:
-    x = np.where(x >= _CENSORED_STANDIN / 2, np.inf, x)
-    return np.where(x <= -_CENSORED_STANDIN / 2, -np.inf, x)
+def _unbounded(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Bounds that only a censored stand-in can produce become +-inf: a difference of two
+    quantiles of finite values never exceeds the span of the finite values of both sides."""
+    fa, fb = a[np.isfinite(a)], b[np.isfinite(b)]
+    if not fa.size or not fb.size:
+        return np.where(np.isfinite(x), x, x)
+    span = max(fa.max(), fb.max()) - min(fa.min(), fb.min())
+    x = np.where(x > span, np.inf, x)
+    return np.where(x < -span, -np.inf, x)
 
 
 def compare_samples(
@@ -83,7 +89,7 @@ def compare_samples(
             diff, lo, hi, method = bootstrap_quantile_diff_ci(
                 _standin(a), _standin(b), qs, settings, presorted=True
             )
-            lo, hi = _unbounded(lo), _unbounded(hi)
+            lo, hi = _unbounded(lo, a, b), _unbounded(hi, a, b)
         entry: dict[str, Any] = {"n_baseline": int(a.size), "n_other": int(b.size)}
         entry["ci_method"] = method
         for i, (name, _) in enumerate(HEADLINE):

@@ -209,6 +209,9 @@ class RunData:
     metrics: pa.Table | None
     samples: dict[str, dict[str, list[dict[str, Any]]]]
     notes: list[str] = field(default_factory=list)
+    #: rows whose latencies the data checks rejected (None: none); left out of latency
+    #: statistics and of goodput (neither a hit nor a miss), kept in counts and failure rates
+    rejected: np.ndarray | None = None
     cache: dict[Any, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -486,12 +489,14 @@ def load_run(
             cols[name] -= shift
         t0_ns = ref + int(round(shift * 1e9))
 
-    _check_latencies(cols, ok, n_chunks, notes, request, request_ids, attempt)
+    rejected = _check_latencies(cols, ok, n_chunks, notes, request, request_ids, attempt)
     del request_ids
 
     arm_lookup = {a: i for i, a in enumerate(arms)}
     slice_lookup = {s: i for i, s in enumerate(slices)}
-    itl, clusters = _pool_itl(run_dir, phases, arm_lookup, slice_lookup, itl_max_n, int(cfg.seed))
+    itl, clusters = _pool_itl(
+        run_dir, phases, arm_lookup, slice_lookup, itl_max_n, int(cfg.seed), rejected, notes
+    )
     for (a, s), smp in itl.items():
         if s is None and not smp.exact:
             notes.append(
@@ -534,6 +539,7 @@ def load_run(
         metrics=_read_metrics_safe(run_dir, notes),
         samples=_sample_texts(run_dir, phases, arms),
         notes=notes,
+        rejected=rejected,
     )
     if not manifest:
         data.notes.append(f"{run_dir / 'manifest.json'} is missing: defaults were used.")
@@ -561,8 +567,9 @@ def _check_latencies(
     request: np.ndarray,
     request_ids: pa.Array,
     attempt: np.ndarray,
-) -> None:
-    """Data checks: impossible latencies never reach a statistic silently.
+) -> np.ndarray | None:
+    """Data checks: impossible latencies never reach a statistic silently; returns the rows
+    rejected (None when there are none).
 
     A latency that is negative (a queue delay beyond :data:`QUEUE_DELAY_TOLERANCE_S`),
     infinite, or missing on an ok row (TTFT, E2E), or timestamps out of order
@@ -594,7 +601,7 @@ def _check_latencies(
         flag("end before first token", t["t_end"] < t["t_first_token"])
         flag("end before send", t["t_end"] < t["t_sent"])
     if not counts:
-        return
+        return None
     for name in (*_CHECKED_LATENCIES, "t_first_token", "t_end"):
         cols[name][any_bad] = np.nan
     rows = np.flatnonzero(any_bad)
@@ -604,8 +611,9 @@ def _check_latencies(
     notes.append(
         f"{rows.size:,} row(s) had impossible latencies (negative, infinite, missing on an ok "
         f"row, or timestamps out of order: {what}); they are left out of the latency "
-        f"statistics ({shown})."
+        f"statistics and of goodput ({shown})."
     )
+    return any_bad
 
 
 def _relabel(
@@ -642,22 +650,40 @@ def _pool_itl(
     slice_lookup: dict[str, int],
     cap: int,
     seed: int,
+    rejected: np.ndarray | None = None,
+    notes: list[str] | None = None,
     cluster_cap: int = ITL_CLUSTER_MAX_GAPS,
 ) -> tuple[dict[tuple[int, int | None], PooledSample], dict[tuple[int, int | None], ClusterSample]]:
     """Pool ``itl_s`` gaps of ok rows per (arm, slice) and per arm, in one streaming pass;
-    also keep a bounded uniform sample of whole requests (their gap lists) per key."""
+    also keep a bounded uniform sample of whole requests (their gap lists) per key.
+
+    Rows the data checks ``rejected`` (aligned with the main pass: same parts, same order)
+    and rows with a negative or infinite gap are left out; the latter get a note."""
     rng = np.random.default_rng(seed)
     rng_clusters = np.random.default_rng([seed, 1])
     out: dict[tuple[int, int | None], PooledSample] = {}
     clusters: dict[tuple[int, int | None], ClusterSample] = {}
     cols = ("arm", "slice", "status", "itl_s")
+    offset = bad_rows = 0
     for part in iter_request_parts(run_dir, cols, phases):
-        if part.num_rows == 0:
+        n = part.num_rows
+        if n == 0:
             continue
         ok = _ok(part).to_numpy(zero_copy_only=False)
+        if rejected is not None:
+            ok &= ~rejected[offset : offset + n]
+        offset += n
         lists = part.column("itl_s").combine_chunks()
         if not ok.any() or lists.null_count == len(lists):
             continue
+        flat_all = pc.list_flatten(lists).to_numpy(zero_copy_only=False)
+        bad_gap = ~np.isfinite(flat_all) | (flat_all < 0)
+        if bad_gap.any():
+            parents = pc.list_parent_indices(lists).to_numpy(zero_copy_only=False)
+            bad_row = np.zeros(n, bool)
+            bad_row[parents[bad_gap]] = True
+            bad_rows += int((ok & bad_row).sum())
+            ok &= ~bad_row
         a_codes = _codes(part.column("arm"), arm_lookup, null_key="(unknown)", grow=False)
         s_codes = _codes(part.column("slice"), slice_lookup, null_key=NO_SLICE, grow=False)
         for a in range(len(arm_lookup)):
@@ -676,6 +702,11 @@ def _pool_itl(
                     clusters.setdefault(key, ClusterSample()).add(
                         flat, lengths, rng_clusters, cluster_cap
                     )
+    if bad_rows and notes is not None:
+        notes.append(
+            f"{bad_rows:,} successful row(s) had a negative or infinite inter-chunk gap: their "
+            "gaps are left out of ITL."
+        )
     return out, clusters
 
 

@@ -10,7 +10,8 @@ numerator nor the denominator.
 Per attempt (``per_attempt``: what the provider served, retries included): every attempt
 that was sent counts, an errored one as a miss, with latencies from its own send time.
 ``share_from_scheduled`` uses the from-scheduled TTFT/E2E instead, so that client-side
-queueing cannot flatter the result. A null bound is not checked (see
+queueing cannot flatter the result. Successful requests whose latencies the data checks
+rejected (``rejected``) are in neither figure. A null bound is not checked (see
 :func:`harness.analysis.metrics.meets_slo`).
 """
 
@@ -39,6 +40,13 @@ def _block(data: RunData, mask: np.ndarray, duration: float) -> dict[str, Any]:
     lr = logical_requests(data)
     in_mask = mask[lr.first]
     sel = in_mask & (lr.outcome != CANCELLED)
+    rej = data.rejected
+    n_rejected = 0
+    if rej is not None:  # latencies the data checks rejected: neither a hit nor a miss
+        bad = rej[lr.final] & (lr.outcome == 0)
+        n_rejected = int((sel & bad).sum())
+        sel &= ~bad
+        mask = mask & ~(rej & data.ok)
     n_req = int(sel.sum())
     meets = m.meets_slo(
         lr.outcome[sel] == 0, lr.ttft_s[sel], lr.tpot_s[sel], lr.e2e_s[sel], data.analysis.slo
@@ -55,6 +63,7 @@ def _block(data: RunData, mask: np.ndarray, duration: float) -> dict[str, Any]:
         "share_ci": list(wilson_ci(meeting, n_req, conf)),
         "rate_rps": m.goodput_rate(meeting, duration),
         "cancelled": int((in_mask & (lr.outcome == CANCELLED)).sum()),
+        "rejected": n_rejected,
         "per_attempt": {
             "attempts": n_att,
             "meeting_slo": meeting_att,

@@ -190,20 +190,37 @@ def latency_over_time(
 ) -> dict[str, Any]:
     """p50/p99 per time bin (by send time), per arm: ``{bin_s, arms: {arm: {metric: [...]}}}``.
 
-    Each point is ``{"t": bin start (s), "n", "p50", "p99"}``; per-bin quantiles are t-digest
-    estimates (exact for small bins).
+    Each point is ``{"t": bin start (s), "n", "censored", "p50", "p99"}``; per-bin quantiles
+    are t-digest estimates (exact for small bins). Timed-out attempts count as censored values
+    (``+inf``, as in :func:`harness.analysis.metrics.ttft`/``e2e``): ``n`` includes them, and
+    in a bin that has any, the quantiles are computed exactly over the bin with them, so a
+    quantile among them is ``+inf`` (null in JSON, a gap in the plot), never a flattering
+    finite number.
     """
     tb = TimeBins.for_window(data.window())
     bins = tb.index(first_finite(data.cols["t_sent"], data.cols["t_scheduled"]))
+    timed_out = m.timed_out(data)
     out: dict[str, Any] = {"bin_s": tb.width, "arms": {}}
     for arm in data.arms:
-        sel = data.arm_mask(arm) & data.ok
+        am = data.arm_mask(arm)
+        sel = am & data.ok
         series = {}
         for key in metric_keys:
-            per_bin = binned_quantiles(bins[sel], data.cols[key][sel], (0.5, 0.99))
-            series[key] = [
-                {"t": tb.start(b), "n": n, "p50": q[0], "p99": q[1]}
-                for b, (n, q) in sorted(per_bin.items())
-            ]
+            v = data.cols[key]
+            per_bin = binned_quantiles(bins[sel], v[sel], (0.5, 0.99))
+            # timed out before the value was observed (a TTFT seen before the timeout counts)
+            cens = am & timed_out & ~(np.isfinite(v) & (v >= 0) & key.startswith("ttft"))
+            c_bins = np.bincount(bins[cens][bins[cens] >= 0]) if cens.any() else np.empty(0)
+            points = {b: {"t": tb.start(b), "n": n, "censored": 0, "p50": q[0], "p99": q[1]}
+                      for b, (n, q) in per_bin.items()}  # fmt: skip
+            for b in np.flatnonzero(c_bins):
+                b = int(b)
+                fin = v[sel & (bins == b)]
+                fin = fin[np.isfinite(fin)]
+                allv = np.sort(np.concatenate([fin, np.full(int(c_bins[b]), np.inf)]))
+                q50, q99 = sorted_quantiles(allv, (0.5, 0.99))
+                points[b] = {"t": tb.start(b), "n": int(allv.size), "censored": int(c_bins[b]),
+                             "p50": float(q50), "p99": float(q99)}  # fmt: skip
+            series[key] = [points[b] for b in sorted(points)]
         out["arms"][arm] = series
     return out

@@ -88,6 +88,8 @@ def _ci(stats: dict[str, Any], key: str) -> str:
     def one(v: Any, i: int) -> str:
         if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
             return fmt.seconds(v)
+        if isinstance(v, float) and v == math.inf:  # an order statistic among censored values
+            return "censored"
         return "censored" if censored and i == 1 and not listed else "not estimable"
 
     lo, hi = (one(v, i) for i, v in enumerate(ci))
@@ -131,8 +133,8 @@ def comparison_sentence(pair: dict[str, Any], metric: str, q: str, confidence: f
         return (f"{label}: {slow} is slower: its {q} is censored (timeouts or failed requests "
                 f"reach it), {fast} {fmt.seconds(known)}.")  # fmt: skip
     values = f"{other} {fmt.seconds(x['other'])} vs {base} {fmt.seconds(x['baseline'])}"
-    ci_txt = f"{level} of the difference {fmt.ci_seconds(ci, signed=True)}"
-    if not all(isinstance(v, float) and math.isfinite(v) for v in ci):
+    ci_txt = f"{level} of the difference {_diff_ci_text(ci)}"
+    if not x["significant"] and not all(isinstance(v, float) and math.isfinite(v) for v in ci):
         return f"{label}: {values} (difference {fmt.seconds(d, True)}; too few requests for a CI)."
     if not x["significant"]:
         return f"{label}: no clear difference, {values} ({ci_txt} includes zero)."
@@ -390,20 +392,43 @@ def comparison_rows(pairs: list[dict[str, Any]]) -> list[list[Any]]:
         for key, e in pair["metrics"].items():
             for q in ("p50", "p99"):
                 x = e[q]
+                cens = x.get("censored")
+
+                def side(name: str, x: dict[str, Any] = x, cens: Any = cens) -> str:
+                    return "censored" if cens in (name, "both") else fmt.seconds(x[name])
+
+                if cens:
+                    verdict = f"{x['slower']} slower (censored)" if x.get("slower") else "no"
+                else:
+                    verdict = "yes" if x["significant"] else "no"
                 rows.append(
                     [
                         f"{pair['other']} vs {pair['baseline']}",
                         METRIC_LABELS.get(key, key),
                         q,
-                        fmt.seconds(x["baseline"]),
-                        fmt.seconds(x["other"]),
-                        fmt.seconds(x["diff"], signed=True),
-                        fmt.ci_seconds(x["ci"], signed=True),
+                        side("baseline"),
+                        side("other"),
+                        "censored" if cens else fmt.seconds(x["diff"], signed=True),
+                        "censored" if cens else _diff_ci_text(x["ci"]),
                         fmt.num(x["ratio"]),
-                        "yes" if x["significant"] else "no",
+                        verdict,
                     ]
                 )
     return rows
+
+
+def _diff_ci_text(ci: list[Any]) -> str:
+    """A difference CI; an unbounded side (reached through censored values) says so."""
+
+    def one(v: Any) -> str:
+        if isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v):
+            return fmt.seconds(v, signed=True)
+        if isinstance(v, float) and math.isinf(v):
+            return "unbounded"
+        return "n/a"
+
+    lo, hi = (one(v) for v in ci)
+    return "n/a" if lo == hi == "n/a" else f"{lo} to {hi}"
 
 
 COMPARISON_HEAD = [
@@ -699,7 +724,7 @@ def caveats(data: RunData, s: Summary) -> list[str]:
         out.append("No requests were recorded in the analysed phases: every figure is empty.")
     for arm in data.arms:
         ttft = s["latency"][arm]["ttft_s"]
-        n_ok = ttft["n"] - ttft.get("censored_n", 0)
+        n_ok = s["throughput"][arm]["requests_ok"]
         n_all = s["errors"][arm]["per_attempt"]["attempts"]
         if n_all and n_ok == 0:
             out.append(f"Arm {arm!r} had no successful requests ({n_all} attempts, all failed): "
@@ -741,7 +766,11 @@ def caveats(data: RunData, s: Summary) -> list[str]:
                        "late, so read the from-scheduled latencies.")  # fmt: skip
     tpc = {a: s["throughput"][a]["tokens_per_chunk"] for a in data.arms}
     known = {a: v for a, v in tpc.items() if isinstance(v, float) and math.isfinite(v)}
-    if known and max(known.values()) > 1.5:
+    if (
+        len(known) > 1
+        and max(known.values()) > 1.5
+        and max(known.values()) > 1.5 * min(known.values())
+    ):
         per = ", ".join(f"{a} {v:.2g}" for a, v in known.items())
         out.append(f"ITL is per streamed chunk, and the arms send different numbers of tokens "
                    f"per chunk ({per}): compare them on TPOT (per token), not ITL.")  # fmt: skip

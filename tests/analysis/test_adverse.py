@@ -273,12 +273,19 @@ def test_timeouts_are_censored_never_dropped(adverse):
     lr = _logical(df)
     shl = lr[lr["arm"] == "selfhosted"]
     meets = (shl["outcome"] == "ok") & (shl["req_ttft"] <= 10.0) & (shl["req_e2e"] <= 30.0)
-    assert g["meeting_slo"] == int(meets.sum()) and g["requests"] == len(shl)
+    # the row the data checks rejected is neither a hit nor a miss
+    assert g["meeting_slo"] == int(meets.sum()) and g["requests"] == len(shl) - 1
+    assert g["rejected"] == 1
     assert s["errors"]["selfhosted"]["by_type"]["timeout"]["count"] == n_to
     memo = (adverse[0] / "memo.md").read_text()
     assert "censored" in memo
     cmp = s["comparison"]["pairs"][0]["metrics"]["request_e2e_s"]["p99"]
     assert cmp["censored"] == "other" and cmp["slower"] == "other"
+    # over time, the bins holding timeouts show them as censored, not a finite tail
+    pts = s["latency_over_time"]["arms"]["selfhosted"]["e2e_s"]
+    assert sum(p["censored"] for p in pts) == n_to
+    assert all(p["p99"] is None for p in pts if p["censored"])
+    assert sum(p["n"] for p in pts) == lat["e2e_s"]["n"]
 
 
 def test_tpot_null_for_one_chunk_and_tokens_per_chunk(adverse):
@@ -313,3 +320,35 @@ def test_impossible_rows_are_named_not_averaged(adverse):
     good = sh[sh["t_first_token"] >= sh["t_sent"]]
     ttft = _secs(good["t_first_token"]) - _secs(good["t_sent"])
     assert s["latency"]["selfhosted"]["ttft_s"]["mean"] == pytest.approx(ttft.mean())
+
+
+def test_difference_ci_through_censored_values_is_unbounded_not_huge():
+    """A bootstrap replicate touching a censored value must give an unbounded (inf) bound,
+    never a stand-in-sized number like -1e10 s."""
+    from harness.analysis.compare import compare_samples
+    from harness.analysis.stats import BootstrapSettings
+
+    rng = np.random.default_rng(3)
+    for n, nc in ((500, 2), (3000, 21)):
+        a = np.sort(rng.exponential(1.0, n))
+        a[-nc:] = np.inf
+        b = np.sort(rng.exponential(1.0, n))
+        res = compare_samples({"e2e_s": a}, {"e2e_s": b}, BootstrapSettings(resamples=400))
+        span = float(max(a[np.isfinite(a)].max(), b.max()))
+        for q in ("p50", "p99"):
+            x = res["metrics"]["e2e_s"][q]
+            for bound in x["ci"]:
+                assert math.isnan(bound) or math.isinf(bound) or abs(bound) <= span, (n, q, x)
+        for pt in res["shift"]["e2e_s"]:
+            assert all(math.isinf(v) or abs(v) <= span for v in pt["ci"] if not math.isnan(v))
+
+
+def test_negative_itl_gap_is_left_out_and_named(tmp_path: Path):
+    recs = adverse_records()
+    bad = next(r for r in recs if r.arm == "cloud" and r.status == "ok" and r.itl_s)
+    bad.itl_s = [-5.0, *bad.itl_s[1:]]
+    manifest = default_manifest(run_id="run-adv", experiment="adv")
+    run = write_run(tmp_path / "adv" / "run-adv", recs, manifest=manifest)
+    s = build_report(run)
+    assert s["latency"]["cloud"]["itl_s"]["mean"] > 0
+    assert any("negative or infinite inter-chunk gap" in c for c in s["caveats"])
