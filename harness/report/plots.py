@@ -262,7 +262,8 @@ def plot_throughput(throughput: dict[str, Any], writer: PlotWriter) -> PlotRef |
 
 
 def plot_errors(errors: dict[str, Any], writer: PlotWriter) -> PlotRef | None:
-    """Errors per 1,000 requests by type and arm (bars) and over time (lines)."""
+    """Failed logical requests per 1,000 requests by final error type and arm (bars), and
+    error attempts per 1,000 attempts over time (lines: retries included)."""
     if not any(e["requests"] for e in errors.values()):
         return None
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
@@ -278,10 +279,10 @@ def plot_errors(errors: dict[str, Any], writer: PlotWriter) -> PlotRef | None:
     axes[0].set_xticks(np.arange(max(1, len(types))) + width * (len(arms) - 1) / 2)
     axes[0].set_xticklabels(types or ["(no errors)"], rotation=20, fontsize=8)
     axes[0].set_xlabel("Error type")
-    axes[0].set_ylabel("Errors per 1,000 requests")
+    axes[0].set_ylabel("Errors per 1,000 requests (after retries)")
     bin_s = errors[arms[0]]["over_time"]["bin_s"]
     axes[1].set_xlabel(f"Time since start (s; bins of {bin_s} s)")
-    axes[1].set_ylabel("Errors per 1,000 requests")
+    axes[1].set_ylabel("Error attempts per 1,000 attempts")
     for ax in axes:
         ax.legend(fontsize=8)
     return writer.save(fig, "errors", "Failure tickets")
