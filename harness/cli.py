@@ -75,7 +75,7 @@ def _swept_keys() -> list[str]:
 
 def _experiment_task(cfg: Any) -> None:
     from harness.config import ConfigError, project_root
-    from harness.load.runner import RunError, run_experiment
+    from harness.load.runner import RunError, RunInterrupted, run_experiment
     from harness.redaction import redact_text
     from harness.targets.errors import TargetError
 
@@ -88,6 +88,10 @@ def _experiment_task(cfg: Any) -> None:
     except (TargetError, RunError) as exc:
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         raise SystemExit(2) from exc
+    except RunInterrupted as exc:  # a signal before any traffic: manifest `interrupted`
+        where = f" (run directory: {exc.run_dir})" if exc.run_dir else ""
+        print(f"{exc}{where}", file=sys.stderr)
+        raise SystemExit(130 if exc.signame == "SIGINT" else 143) from None
     if sweep is not None:
         sweep_dir = (
             project_root() / sweep["dir"]
@@ -123,13 +127,22 @@ def print_summary(summary: dict[str, Any]) -> None:
 def cmd_experiment(argv: list[str]) -> int:
     import hydra
 
-    from harness.config import project_root, register_configs
+    from harness.config import (
+        check_overrides,
+        project_root,
+        register_configs,
+        rewrite_arm_overrides,
+    )
 
     register_configs()
     configs = project_root() / "configs"
     if not configs.is_dir():
         print(f"error: no configs/ directory at {configs}", file=sys.stderr)
         return 2
+    argv = rewrite_arm_overrides(argv)  # `arms={...}` replaces the experiment's arms
+    if all(not a.startswith("-") or a in ("-m", "--multirun") for a in argv):
+        # Compose once first: a bad override is one line naming the key (ConfigError, exit 2).
+        check_overrides(configs, [a for a in argv if not a.startswith("-")])
     main = hydra.main(config_path=str(configs), config_name="config", version_base="1.3")(
         _experiment_task
     )

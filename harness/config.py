@@ -5,14 +5,27 @@ against these schemas, so a misspelled key fails with a message naming it.
 
 Arms are free-form in YAML (``arms: {cloud: {target: sim_cloud}}``): each arm names a target
 preset in ``configs/target/NAME.yaml`` and may override any :class:`TargetConfig` field.
-:func:`resolve_arm` merges schema defaults <- preset <- arm overrides, in struct mode.
+The ``arms`` node is registered open (not struct), so ``arms.NAME.FIELD=value`` works from the
+command line without a ``+``; :func:`resolve_arm` merges schema defaults <- preset <- arm
+overrides in struct mode, so a misspelled arm field still fails, naming ``arms.NAME.FIELD``.
+
+:func:`validate_config` checks a whole composed config before a run starts: keys unknown to
+the schema (also those added with ``+``), types, and the values that would otherwise fail only
+when the report is built.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import os
+import re
+import socket
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
@@ -202,7 +215,11 @@ def register_configs() -> None:
     from hydra.core.config_store import ConfigStore
 
     cs = ConfigStore.instance()
-    cs.store(name="base_config", node=Config)
+    node = OmegaConf.structured(Config)
+    # Arms are checked field by field by resolve_arm (against TargetConfig): leave the node
+    # open so that `arms.NAME.FIELD=value` and `arms.NEW.target=...` need no leading `+`.
+    OmegaConf.set_struct(node.arms, False)
+    cs.store(name="base_config", node=node)
 
 
 def project_root() -> Path:
@@ -238,9 +255,14 @@ def resolve_arm(name: str, arm: Any, configs_dir: Path | None = None) -> TargetC
     layers.append(arm_cfg)
     try:
         merged = OmegaConf.merge(*layers)
+        target: TargetConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     except Exception as exc:  # omegaconf's errors name the key; add the arm
+        from omegaconf.errors import OmegaConfBaseException
+
+        if isinstance(exc, OmegaConfBaseException) and getattr(exc, "full_key", None):
+            exc.full_key = f"arms.{name}.{exc.full_key}"
+            raise omegaconf_error(exc) from None
         raise ConfigError(f"arms.{name}: {exc}") from exc
-    target: TargetConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
     validate_target(name, target)
     return target
 
@@ -268,6 +290,22 @@ def validate_target(name: str, t: TargetConfig) -> None:
     for key in ("connect_s", "first_token_s", "total_s"):
         if getattr(t.timeouts, key) <= 0:
             raise ConfigError(f"arms.{name}.timeouts.{key}: must be > 0")
+    if t.max_connections < 1:
+        raise ConfigError(f"arms.{name}.max_connections: must be >= 1, got {t.max_connections}")
+    if not t.metrics_interval_s > 0:
+        raise ConfigError(
+            f"arms.{name}.metrics_interval_s: must be > 0, got {t.metrics_interval_s}"
+        )
+    if t.base_url:
+        parts = urlsplit(str(t.base_url))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            from harness.redaction import redact_url
+
+            raise ConfigError(
+                f"arms.{name}.base_url: {redact_url(str(t.base_url))!r} is not an http:// or "
+                "https:// URL "
+                "with a host (e.g. http://gpu-box:8000/v1)"
+            )
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -292,6 +330,10 @@ def validate_load(load: LoadConfig) -> None:
         )
     if load.time_scale <= 0:
         raise ConfigError(f"load.time_scale: must be > 0, got {load.time_scale}")
+    if load.max_requests is not None and load.max_requests < 1:
+        raise ConfigError(
+            f"load.max_requests: must be >= 1 (or null for no cap), got {load.max_requests}"
+        )
 
 
 def validate_record(record: RecordConfig) -> None:
@@ -300,3 +342,301 @@ def validate_record(record: RecordConfig) -> None:
         raise ConfigError(f"record.flush_interval_s: must be > 0, got {record.flush_interval_s}")
     if record.flush_rows < 1:
         raise ConfigError(f"record.flush_rows: must be >= 1, got {record.flush_rows}")
+
+
+# -- the whole config, before a run starts ------------------------------------------------
+
+# A simple name: one path component, no separators, no leading dot (so never `..`).
+_SIMPLE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]*$")
+
+# What a few non-scalar keys expect, for messages about values of the wrong type.
+_EXPECTED = {
+    "load.steps": "a list of [t_s, multiplier] pairs, e.g. 'load.steps=[[0,1.0],[60,2.0]]'",
+    "analysis.include_phases": "a list of phase names, e.g. 'analysis.include_phases=[main]'",
+    "arms": "a mapping of arm names to targets, e.g. 'arms={cloud: {target: openai}}'",
+}
+
+
+def _field_types(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls) if dataclasses.is_dataclass(cls) else {}
+
+
+def _schema_at(path: list[str]) -> type | None:
+    """The dataclass that describes the node at ``path`` (keys from the root), if any."""
+    node: Any = Config
+    i = 0
+    while i < len(path):
+        if node is Config and path[i] == "arms":
+            if i + 1 >= len(path):
+                return None
+            node, i = TargetConfig, i + 2  # arms.NAME is a TargetConfig (plus `target`)
+            continue
+        hint = _field_types(node).get(path[i])
+        if hint is None or not dataclasses.is_dataclass(hint):
+            return None
+        node, i = hint, i + 1
+    return node
+
+
+def _known_keys(parent: list[str]) -> list[str]:
+    cls = _schema_at(parent)
+    keys = [f.name for f in dataclasses.fields(cls)] if cls is not None else []
+    if cls is TargetConfig and len(parent) == 2 and parent[0] == "arms":
+        keys.append("target")
+    return keys
+
+
+def _expected(full_key: str) -> str | None:
+    if full_key in _EXPECTED:
+        return _EXPECTED[full_key]
+    parts = full_key.split(".")
+    cls = _schema_at(parts[:-1])
+    hint = _field_types(cls).get(parts[-1]) if cls is not None else None
+    if hint is None:
+        return None
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    base = typing.get_origin(hint) or hint
+    if base is typing.Union or (len(args) == 1 and base not in (list, dict)):
+        base = typing.get_origin(args[0]) or args[0]
+    names = {
+        float: "a number",
+        int: "an integer",
+        bool: "true or false",
+        str: "a string",
+        list: "a list, e.g. [a, b]",
+        dict: "a mapping, e.g. {k: v}",
+    }
+    if dataclasses.is_dataclass(base):
+        return f"a mapping of {base.__name__} fields"
+    return names.get(base)
+
+
+def unknown_key_error(full_key: str) -> ConfigError:
+    """``KEY: unknown key``, with the closest known key when there is one."""
+    parts = full_key.split(".")
+    known = _known_keys(parts[:-1])
+    close = difflib.get_close_matches(parts[-1], known, n=1, cutoff=0.6)
+    where = ".".join(parts[:-1])
+    if close:
+        hint = f" (did you mean {'.'.join([*parts[:-1], close[0]])}?)"
+    elif known:
+        hint = f" (known keys{' of ' + where if where else ''}: {', '.join(known)})"
+    else:
+        hint = ""
+    return ConfigError(f"{full_key}: unknown key{hint}")
+
+
+def omegaconf_error(exc: Exception, override: str | None = None) -> ConfigError:
+    """One line naming the key for an OmegaConf error (unknown key, wrong type, missing)."""
+    from omegaconf.errors import (
+        ConfigAttributeError,
+        ConfigKeyError,
+        MissingMandatoryValue,
+        OmegaConfBaseException,
+    )
+
+    full_key = str(getattr(exc, "full_key", "") or "")
+    msg = str(getattr(exc, "msg", None) or exc).splitlines()[0].strip() if str(exc) else ""
+    if isinstance(exc, OmegaConfBaseException) and full_key:
+        if isinstance(exc, ConfigAttributeError | ConfigKeyError) and "not in" in msg:
+            return unknown_key_error(full_key)
+        if isinstance(exc, MissingMandatoryValue):
+            return ConfigError(f"{full_key}: required, but not set")
+        expected = _expected(full_key)
+        value = override.partition("=")[2] if override else None
+        if expected:
+            got = f", got {value!r}" if value is not None else ""
+            return ConfigError(f"{full_key}: expected {expected}{got} ({msg})")
+        return ConfigError(f"{full_key}: {msg}")
+    return ConfigError(msg or type(exc).__name__)
+
+
+def _check_port(key: str, host: str, port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"{key}: {port} is not a port number (0-65535)")
+    if port == 0:
+        return
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind((host, port))
+    except OSError as exc:
+        raise ConfigError(
+            f"{key}: cannot listen on {host}:{port} ({exc.strerror or exc}); "
+            "is another run or program using it? Pick another port"
+        ) from None
+
+
+def check_ports(load: LoadConfig) -> None:
+    """The ports this run will listen on are free (a busy one would fail mid-start)."""
+    if load.workers + load.remote_workers > 0:
+        _check_port("load.master_port", load.master_bind_host, load.master_port)
+    if load.web_ui:
+        if load.web_port == 0:
+            raise ConfigError("load.web_port: must be a fixed port (1-65535) when load.web_ui=true")
+        _check_port("load.web_port", "127.0.0.1", load.web_port)
+
+
+def check_simple_name(
+    key: str, value: str, why: str = "it names a directory under record.reports_dir"
+) -> None:
+    if not _SIMPLE_NAME.match(value) or len(value) > 200:
+        raise ConfigError(
+            f"{key}: {value!r} is not a simple name (letters, digits, '.', '_', '-'; "
+            f"no '/', no leading '.'): {why}"
+        )
+
+
+def reports_dir_of(record: RecordConfig, root: Path | None = None) -> Path:
+    path = Path(record.reports_dir)
+    return path if path.is_absolute() else (root or project_root()) / path
+
+
+def check_reports_dir(reports_dir: Path, experiment: str, run_id: str | None) -> None:
+    """The run directory can be created: a writable reports directory, a new run id."""
+    existing = reports_dir
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise ConfigError(f"record.reports_dir: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"record.reports_dir: {existing} is not writable")
+    if run_id is not None:
+        run_dir = reports_dir / experiment / run_id
+        if run_dir.exists():
+            raise ConfigError(
+                f"run_id: {run_id!r} was used before ({run_dir} exists); "
+                "give a new run_id or leave it unset"
+            )
+
+
+def validate_config(cfg: Any, root: Path | None = None) -> Config:
+    """Check a composed experiment config before anything starts; returns it typed.
+
+    Keys the schema does not know fail here even when added with ``+`` (``+load.rat=5``,
+    ``+analysis.slo.ttft=0.3``), and so do the values that would otherwise pass the start
+    and fail only later (analysis settings, ports in use, the run directory).
+    """
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(cfg, DictConfig | dict) and "arms" not in cfg:
+        raise ConfigError(
+            "arms: removed (~arms) and not replaced: give the arms, e.g. "
+            "'arms={cloud: {target: openai}, selfhosted: {target: vllm}}'"
+        )
+    try:
+        # As plain data: merging a DictConfig of the schema's own types would carry keys
+        # added with `+` (struct mode off) through unchecked.
+        data = (
+            OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+            if isinstance(cfg, DictConfig)
+            else cfg
+        )
+        merged = OmegaConf.merge(OmegaConf.structured(Config), data)
+        typed: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    except OmegaConfBaseException as exc:
+        raise omegaconf_error(exc) from None
+    if not isinstance(typed.arms, dict) or not typed.arms:
+        raise ConfigError(
+            "arms: the experiment names no arms (e.g. arms: {cloud: {target: sim_cloud}})"
+        )
+    for name in typed.arms:
+        check_simple_name(f"arms.{name}", str(name), "arm names appear in file names")
+    check_simple_name("experiment.name", str(typed.experiment.name))
+    if typed.run_id is not None:
+        check_simple_name("run_id", str(typed.run_id))
+    validate_load(typed.load)
+    validate_record(typed.record)
+    from harness.analysis.data import RunDataError, check_analysis
+
+    try:
+        check_analysis(typed.analysis, source="config")
+    except RunDataError as exc:
+        msg = str(exc).removeprefix("config: ").removeprefix("config.")
+        raise ConfigError(msg) from None
+    if not typed.progress_interval_s > 0:
+        raise ConfigError(f"progress_interval_s: must be > 0, got {typed.progress_interval_s}")
+    check_reports_dir(reports_dir_of(typed.record, root), str(typed.experiment.name), typed.run_id)
+    check_ports(typed.load)
+    return typed
+
+
+# -- command-line overrides ----------------------------------------------------------------
+
+
+def rewrite_arm_overrides(overrides: list[str]) -> list[str]:
+    """``arms={...}`` replaces the experiment's arms (Hydra alone would merge into them).
+
+    It becomes ``~arms +arms={...}``; later ``arms.NAME.FIELD=value`` overrides become
+    ``++arms.NAME.FIELD=value`` so they may add fields to the new arms.
+    """
+    out: list[str] = []
+    replaced = False
+    for ov in overrides:
+        if ov.startswith("arms="):
+            out += ["~arms", "+" + ov]
+            replaced = True
+        elif replaced and ov.startswith("arms."):
+            out.append("++" + ov)
+        else:
+            out.append(ov)
+    return out
+
+
+def _first_of_sweeps(overrides: list[str]) -> list[str]:
+    """The overrides with each sweep (``k=1,2,4``) replaced by its first value."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.core.override_parser.types import OverrideType
+
+    out = []
+    for ov in overrides:
+        try:
+            parsed = OverridesParser.create().parse_overrides([ov])[0]
+        except Exception as exc:
+            raise ConfigError(f"{ov}: not a valid override: {_one_line(str(exc))}") from None
+        if not parsed.is_sweep_override():
+            out.append(ov)
+            continue
+        try:
+            first = next(iter(parsed.sweep_string_iterator()))
+        except Exception:  # e.g. an interval sweep for an optimiser: leave it to Hydra
+            continue
+        prefix = {OverrideType.ADD: "+", OverrideType.FORCE_ADD: "++"}.get(parsed.type, "")
+        out.append(f"{prefix}{parsed.get_key_element()}={first}")
+    return out
+
+
+def check_overrides(configs_dir: Path, overrides: list[str]) -> None:
+    """Compose the config once with these overrides; a failure becomes one ConfigError line.
+
+    Hydra itself would print several lines (and suggest ``+key=value`` for a misspelled key,
+    which :func:`validate_config` then rejects); this names the key and what it expects.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    single = _first_of_sweeps(overrides)
+    try:
+        with initialize_config_dir(config_dir=str(configs_dir), version_base="1.3"):
+            compose("config", overrides=single)
+    except (HydraException, OmegaConfBaseException) as exc:
+        cause = exc
+        while not isinstance(cause, OmegaConfBaseException) and cause.__cause__ is not None:
+            cause = cause.__cause__  # type: ignore[assignment]
+        if isinstance(cause, OmegaConfBaseException) and getattr(cause, "full_key", None):
+            key = str(cause.full_key)
+            given = next((o for o in single if o.lstrip("+~").split("=")[0] == key), None)
+            raise omegaconf_error(cause, given) from None
+        raise ConfigError(_one_line(str(exc))) from None
+
+
+def _one_line(msg: str) -> str:
+    lines = [ln.strip() for ln in msg.splitlines() if ln.strip()]
+    keep = [
+        ln
+        for ln in lines
+        if not ln.startswith(("To append", "full_key:", "object_type=", "reference_type="))
+    ]
+    keep = [ln for ln in keep if not ln.startswith(("Config search path", "provider="))]
+    return " ".join(keep) or msg

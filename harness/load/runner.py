@@ -7,7 +7,13 @@ master + N worker processes on one coordinated schedule) while printing live pro
 drain, flush, close the manifest -> one-screen summary -> report.
 
 SIGINT/SIGTERM stop the schedule, give requests in flight a short grace, flush everything and
-close the manifest as ``interrupted``. A SIGKILL loses at most the last flush interval of rows.
+close the manifest as ``interrupted``; a second one ends the grace at once (requests in flight
+are cancelled) but still flushes and closes the manifest. During start-up (simulators,
+preflight, workers connecting) a signal ends the run at once as ``interrupted``
+(:class:`RunInterrupted`). The handlers stay installed until the manifest is closed. Embedded
+simulators run in their own session, so a terminal's Ctrl-C (sent to the whole process group)
+or a group SIGTERM reaches only the harness and its workers: the load stops first, the
+simulators last. A SIGKILL loses at most the last flush interval of rows.
 """
 
 # ruff: noqa: I001  (locust is imported first on purpose)
@@ -17,6 +23,7 @@ from __future__ import annotations
 import locust  # noqa: F401  (monkey-patches for gevent before anything else)
 
 import contextlib
+import errno
 import logging
 import math
 import signal
@@ -42,6 +49,7 @@ from harness.config import (
     WorkloadConfig,
     project_root,
     resolve_arm,
+    validate_config,
     validate_load,
     validate_record,
 )
@@ -64,6 +72,15 @@ class RunError(RuntimeError):
     """The run could not start or went wrong in a way the user must fix."""
 
 
+class RunInterrupted(BaseException):
+    """SIGINT/SIGTERM arrived before the load started; the manifest says ``interrupted``."""
+
+    def __init__(self, run_dir: Path | None = None, signame: str = "signal") -> None:
+        super().__init__(f"interrupted by {signame} during start-up")
+        self.run_dir = run_dir
+        self.signame = signame
+
+
 def fire_locust_event(env: Environment, rec: RequestRecord) -> None:
     """Report one attempt to locust's statistics (console, web UI, distributed totals)."""
     exc = None if rec.status == "ok" else RuntimeError(rec.error_type or "error")
@@ -84,6 +101,42 @@ def fire_locust_event(env: Environment, rec: RequestRecord) -> None:
             exception=None,
             context={},
         )
+
+
+_DISK_FULL = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
+
+
+def guard_disk_full(writer: Any, what: str, on_full: Any) -> None:
+    """Make ``writer.write_batch`` stop writing, instead of failing over and over, on a full disk.
+
+    The first ENOSPC/EDQUOT calls ``on_full(message)`` -- from whatever thread wrote, so it
+    must only set plain attributes -- and from then on batches are counted, not written (what
+    is on disk stays as it is). Other errors propagate unchanged (the caller retries them).
+    """
+    write = writer.write_batch
+    lost = {"rows": 0, "full": False}
+
+    def guarded(rows: list[dict[str, Any]], seq: int) -> Any:
+        if not lost["full"]:
+            try:
+                return write(rows, seq)
+            except OSError as exc:
+                if exc.errno not in _DISK_FULL:
+                    raise
+                lost["full"] = True
+                with contextlib.suppress(OSError):  # the half-written temporary part
+                    (
+                        Path(writer.directory) / f".{writer.prefix}-part-{seq:06d}.parquet.tmp"
+                    ).unlink()
+                on_full(
+                    f"disk full: cannot write {what} to {writer.directory} "
+                    f"({exc.strerror or exc}); the load was stopped, parts already on disk are kept"
+                )
+        lost["rows"] += len(rows)
+        return None
+
+    writer.write_batch = guarded
+    writer.rows_lost = lambda: lost["rows"]
 
 
 def resolve_arms(
@@ -192,6 +245,12 @@ class ExperimentRun:
         self.ready_workers: set[int] = set()
         self.worker_failures: list[str] = []
         self._signal_handles: list[Any] = []
+        self._phase = "startup"  # startup -> load -> teardown -> done (what a signal does)
+        self._signals = 0
+        self._engine: LoadEngine | None = None
+        self._runner: Any = None
+        self.metrics_writer: MetricsWriter | None = None
+        self.disk_error: str | None = None  # set from a writer thread: polled by drive()
         self.failures: list[str] = []
         self.engine_stats: list[dict[str, Any]] = []
 
@@ -199,6 +258,7 @@ class ExperimentRun:
 
     def prepare(self) -> RunSpec:
         cfg = self.cfg
+        validate_config(cfg, self.root)  # unknown keys (also `+key=`), values, ports, run dir
         load = _typed(LoadConfig, cfg.load)
         workload = _typed(WorkloadConfig, cfg.workload)
         record = _typed(RecordConfig, cfg.record)
@@ -218,7 +278,15 @@ class ExperimentRun:
         if not reports_dir.is_absolute():
             reports_dir = self.root / reports_dir
         self.reports_dir = reports_dir
-        self.run_dir = make_run_dir(reports_dir, experiment, run_id)
+        try:
+            self.run_dir = make_run_dir(reports_dir, experiment, run_id)
+        except OSError as exc:
+            if (reports_dir / experiment / run_id).is_dir():
+                raise ConfigError(f"run_id: {run_id!r} was used before: give a new one") from None
+            raise ConfigError(
+                f"record.reports_dir: cannot create {reports_dir / experiment / run_id}: "
+                f"{exc.strerror or exc}"
+            ) from None
         resolved = (
             OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
             if not isinstance(cfg, dict)
@@ -336,6 +404,9 @@ class ExperimentRun:
             flush_interval_s=spec.record.flush_interval_s,
             auto_flush=False,
         )
+        guard_disk_full(self.metrics_writer, "/metrics rows", self._on_disk_full)
+        # Runs after every scraper's stop (LIFO), so their last scrape is written too.
+        self.stack.callback(self._close_metrics_writer)
         for name, target in self.arms.items():
             on = target.scrape_metrics
             if on is None:
@@ -352,12 +423,30 @@ class ExperimentRun:
             scraper.start()
             self.stack.callback(scraper.stop)
 
+    def _on_disk_full(self, message: str) -> None:
+        self.disk_error = self.disk_error or message  # a plain attribute: any thread may set it
+
+    def _close_metrics_writer(self) -> None:
+        writer = self.metrics_writer
+        if writer is None:
+            return
+        try:
+            writer.close()  # flushes the rows of the last scrapes
+        except Exception as exc:
+            log.warning("writing the last /metrics rows failed: %s", exc)
+
     def _on_metric_rows(self, rows: list[dict[str, Any]]) -> None:
+        if self.metrics_writer is None or self.metrics_writer._closed:
+            return
         self.metrics_writer.extend(rows)
         if self.metrics_writer.due():  # write in gevent's thread pool: fsync never stalls sends
             batch = self.metrics_writer.take()
             if batch is not None:
-                gevent.get_hub().threadpool.apply(self.metrics_writer.write_batch, batch)
+                try:
+                    gevent.get_hub().threadpool.apply(self.metrics_writer.write_batch, batch)
+                except Exception:
+                    self.metrics_writer.requeue(batch[0])  # kept for the next (or last) flush
+                    raise
 
     # -- load ----------------------------------------------------------------------------
 
@@ -384,7 +473,15 @@ class ExperimentRun:
             runner.register_message("harness_failed", self._on_worker_failed)
             for _ in range(load.workers):
                 proc = subprocess.Popen(
-                    [sys.executable, "-m", "harness", "worker", "--master-port", str(port)],
+                    [
+                        sys.executable,
+                        "-m",
+                        "harness",
+                        "worker",
+                        "--master-port",
+                        str(port),
+                        "--exit-with-parent",  # a killed master leaves no worker sending
+                    ],  # fmt: skip
                 )
                 self.worker_procs.append(proc)
                 self.stack.callback(_reap, proc)  # never leave a worker behind, whatever fails
@@ -401,6 +498,8 @@ class ExperimentRun:
             # so no worker starts late and bursts its first arrivals.
             runner.send_message("harness_spec", {"spec": asdict(spec)})
             self._wait_workers(lambda: len(self.ready_workers), spec.n_workers, 120, "ready")
+            self._runner = runner
+            self._phase = "load"  # from here a signal stops the schedule and drains
             t0 = time.time_ns() + int(0.5e9)
             runner.send_message("harness_t0", {"t0_ns": t0})
         else:
@@ -408,8 +507,11 @@ class ExperimentRun:
             engine = LoadEngine(
                 spec, worker_index=0, n_workers=1, on_record=lambda r: fire_locust_event(env, r)
             )
+            guard_disk_full(engine.writer, "request records", self._on_disk_full)
             install_engine(engine)
             engine.start_flusher()
+            self._engine = engine
+            self._phase = "load"
             t0 = time.time_ns() + int(0.2e9)
             engine.set_t0(t0)
         self.manifest.update(t0_ns=t0)
@@ -417,7 +519,8 @@ class ExperimentRun:
             env.create_web_ui("127.0.0.1", load.web_port)
             print(f"locust web UI on http://127.0.0.1:{load.web_port}", flush=True)
 
-        self._install_signal_handlers(engine)
+        if self.stop_reason is not None and engine is not None:
+            engine.stop()
         n_users = self._user_count(spec)
         runner.start(n_users, spawn_rate=max(n_users, 1) * 100)
         progress = _Progress(env, list(spec.arms), load.duration_s, t0)
@@ -429,6 +532,10 @@ class ExperimentRun:
                 if engine is not None and engine.done.is_set():
                     break
                 if distributed and len(self.done_workers) >= spec.n_workers:
+                    break
+                if self.disk_error is not None:
+                    self.stop_reason = self.stop_reason or "disk full"
+                    print(f"stopping: {self.disk_error}", flush=True)
                     break
                 if self.stop_reason is not None:
                     break
@@ -445,11 +552,14 @@ class ExperimentRun:
                 gevent.sleep(0.1)
         finally:
             self._finish_load(runner, engine, spec)
+            self._phase = "teardown"  # load drained and flushed: the rest is quick
         print(progress.line(), flush=True)
 
     def _wait_workers(self, count: Any, n: int, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
         while count() < n:
+            if self._phase != "startup":
+                raise RunInterrupted(getattr(self, "run_dir", None))
             if self.worker_failures:
                 raise RunError(f"a locust worker failed: {self.worker_failures[0]}")
             if time.monotonic() > deadline:
@@ -479,29 +589,74 @@ class ExperimentRun:
     def _on_worker_done(self, environment: Environment, msg: Any, **kw: Any) -> None:
         data = msg.data or {}
         self.done_workers[int(data.get("worker", len(self.done_workers)))] = data
+        if data.get("failure"):  # e.g. its disk is full: stop the other workers too
+            self.stop_reason = self.stop_reason or f"a locust worker failed: {data['failure']}"
 
-    def _install_signal_handlers(self, engine: LoadEngine | None) -> None:
-        def handler() -> None:
-            if self.interrupted:
-                print("second interrupt: stopping now", flush=True)
+    def _install_signal_handlers(self) -> None:
+        """SIGINT/SIGTERM for the whole run (start-up, load, drain, flush, manifest)."""
+        main = gevent.get_hub().parent
+
+        def handler(signame: str) -> None:
+            if self._phase in ("teardown", "done"):  # nothing left to stop: let it finish
+                print(f"{signame}: closing the run, please wait", flush=True)
+                return
+            self._signals += 1
             self.interrupted = True
             self.stop_reason = self.stop_reason or "interrupted by signal"
+            if self._phase == "startup":
+                # Nothing was sent yet: end the start-up where it is (the ExitStack stops
+                # whatever was started); the manifest is closed as `interrupted`.
+                self._phase = "done"
+                print(f"{signame}: stopping during start-up", flush=True)
+                main.throw(RunInterrupted(getattr(self, "run_dir", None), signame))
+                return
+            if self._signals == 1:
+                print(f"{signame}: stopping the load (again to cancel requests in flight)",
+                      flush=True)  # fmt: skip
+            else:
+                print(f"{signame} again: cancelling requests in flight, then flushing",
+                      flush=True)  # fmt: skip
+            engine = self._engine
             if engine is not None:
                 engine.stop()
+                if self._signals > 1:
+                    self._cancel_in_flight(engine)
+            elif self._runner is not None:  # workers: stop now (and cancel, the second time)
+                gevent.spawn(
+                    self._runner.send_message, "harness_stop", {"cancel": self._signals > 1}
+                )
 
         for sig in (signal.SIGINT, signal.SIGTERM):
-            self._signal_handles.append(gevent.signal_handler(sig, handler))
+            name = signal.Signals(sig).name
+            self._signal_handles.append(gevent.signal_handler(sig, handler, name))
 
-    def _finish_load(self, runner: Any, engine: LoadEngine | None, spec: RunSpec) -> None:
+    def _remove_signal_handlers(self) -> None:
         for handle in self._signal_handles:  # Ctrl-C works normally again (e.g. in the report)
             handle.cancel()
         self._signal_handles.clear()
+        # libev leaves SIG_DFL behind: give Python its usual handlers back
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+    @staticmethod
+    def _cancel_in_flight(engine: LoadEngine) -> None:
+        for client in engine.clients.values():
+            try:
+                client.cancel()  # in-flight attempts end as `cancelled` rows
+            except Exception:
+                log.debug("cancel failed", exc_info=True)
+
+    def _finish_load(self, runner: Any, engine: LoadEngine | None, spec: RunSpec) -> None:
         if engine is not None:
             engine.stop()
             if not engine.done.is_set():
-                engine.drain(2.0)
+                engine.drain(0.0 if self._signals > 1 else 2.0)
             runner.quit()
-            engine.close()
+            try:
+                engine.close()
+            except Exception as exc:  # the last flush failed: say so, keep what is on disk
+                log.error("closing the request writer failed: %s", exc)
+                self.failures.append(f"writing the last request records failed: {exc}")
             install_engine(None)
             self.engine_stats = [engine.stats()]
         else:
@@ -513,15 +668,33 @@ class ExperimentRun:
             runner.quit()
             for p in self.worker_procs:
                 _reap(p, grace_s=15)
+            self.worker_procs.clear()
             self.engine_stats = list(self.done_workers.values())
         failures = [st["failure"] for st in self.engine_stats if st.get("failure")]
         failures += self.worker_failures
+        if self.disk_error is not None and self.disk_error not in failures:
+            failures.insert(0, self.disk_error)
+        failures += [f for f in self.failures if f not in failures]
         if failures:
-            self.failures = failures
+            self.failures = list(dict.fromkeys(failures))  # N workers, one full disk: once
 
     # -- the whole run -------------------------------------------------------------------
 
     def run(self) -> Path:
+        self._install_signal_handlers()
+        try:
+            return self._run()
+        except RunInterrupted as exc:
+            manifest = getattr(self, "manifest", None)
+            if manifest is not None:
+                manifest.finish("interrupted", stop_reason=str(exc))
+            exc.run_dir = getattr(self, "run_dir", None)
+            raise
+        finally:
+            self._phase = "done"
+            self._remove_signal_handlers()
+
+    def _run(self) -> Path:
         spec = self.prepare()
         status = "failed"
         try:
@@ -540,6 +713,10 @@ class ExperimentRun:
                 )
                 self.drive(spec)
             status = "interrupted" if self.stop_reason else "completed"
+            if self.disk_error is not None and self.disk_error not in self.failures:
+                self.failures.insert(0, self.disk_error)  # e.g. the last /metrics flush
+        except RunInterrupted:
+            raise
         except BaseException as exc:
             error = redaction.redact_text(f"{type(exc).__name__}: {exc}")[:2000]
             self.manifest.finish("failed", error=error)

@@ -24,7 +24,7 @@ ERROR_TYPES = (
     "connection",  # refused, reset, DNS, TLS, closed mid-stream without a clean end
     "bad_response",  # unparseable body, malformed SSE/JSON, protocol violation
     "empty",  # 2xx but no content tokens
-    "truncated",  # stream ended without [DONE]/finish_reason after content began
+    "truncated",  # content began, then the stream ended without a finish_reason ([DONE] or not)
     "cancelled",  # the run stopped while the request was in flight
 )
 

@@ -2,7 +2,9 @@
 
 ``SimProcess`` spawns ``sys.executable -m harness.sim``, reads its ``listening on`` line,
 waits for ``GET /health`` to answer 200, and stops it with SIGTERM (then SIGKILL). The child
-runs with ``--exit-with-parent``, so a killed parent leaves no simulator behind. Its stderr
+runs in its own session (process group), so a terminal's Ctrl-C or a group SIGTERM aimed at
+the harness does not stop it under the load: its owner stops it, last. It runs with
+``--exit-with-parent``, so a killed parent (even SIGKILL) leaves no simulator behind. Its stderr
 (logs) goes to ``log_file`` or a temporary file whose tail is quoted when startup fails.
 
     with SimProcess("cloud", params={"ttft_ms": 50, "itl_ms": 5, "itl_jitter": 0}) as sim:
@@ -102,6 +104,7 @@ class SimProcess:
             stderr=self._log,
             stdin=subprocess.DEVNULL,
             env=env,
+            start_new_session=True,  # group signals (Ctrl-C, systemd stop) reach only the owner
         )
         deadline = time.monotonic() + self.startup_timeout_s
         try:

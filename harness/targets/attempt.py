@@ -65,11 +65,26 @@ class Attempt:
             self.http_status = http_status
 
     def check_complete(self) -> None:
-        """Called when a 2xx stream has ended: empty and truncated streams become errors."""
+        """Called when a 2xx stream has ended: empty and cut-short streams become errors.
+
+        A stream is complete only when it carried a ``finish_reason``: ``[DONE]`` alone is not
+        enough (llama.cpp, for one, ends a cut-short stream with ``[DONE]`` and no finish
+        reason). A cut-short stream keeps what arrived (text, token counts) for billing.
+        """
         if not self.times:
             raise AttemptError("empty", "stream ended without any content token")
-        if not self.done and self.finish_reason is None:
-            raise AttemptError("truncated", "stream ended without [DONE] or finish_reason")
+        if self.finish_reason is None:
+            n = len(self.times)
+            if self.done:
+                msg = f"stream ended with [DONE] but no finish_reason after {n} content chunks"
+            else:
+                msg = f"stream ended without [DONE] or finish_reason after {n} content chunks"
+            raise AttemptError("truncated", msg)
+
+
+def cut_short_message(att: Attempt) -> str:
+    """The message for a connection that closed before the stream ended (both clients)."""
+    return f"connection closed mid-stream after {len(att.times)} content chunks"
 
 
 def apply_chunk(att: Attempt, obj: Any, t: int, chat: bool) -> None:

@@ -8,11 +8,17 @@ record, a log line or an exception message.
 
 from __future__ import annotations
 
+import orjson
+
 from harness.record.schema import ERROR_TYPES
 from harness.redaction import redact_text
 
 #: Longest ``error_message`` kept in a record.
 MAX_ERROR_MESSAGE = 500
+
+#: Largest response head (status line and headers) either client accepts: httpcore's limit
+#: (``MAX_INCOMPLETE_EVENT_SIZE``), so the SDK and lean clients agree.
+MAX_HEAD_BYTES = 100 * 1024
 
 
 class TargetError(RuntimeError):
@@ -65,3 +71,33 @@ def clip_message(text: str, secrets: tuple[str, ...] = ()) -> str:
     if len(text) > MAX_ERROR_MESSAGE:
         text = text[: MAX_ERROR_MESSAGE - 3] + "..."
     return text
+
+
+def with_detail(message: str, detail: str) -> str:
+    """``message`` plus a client-specific detail (library error text, raw bytes) in brackets
+    at its end. Both clients word ``message`` alike for the same fault; only the detail may
+    differ (the parity tests compare messages with it stripped)."""
+    return f"{message} [{detail}]"
+
+
+def headers_too_large() -> AttemptError:
+    return AttemptError("bad_response", f"response headers exceed {MAX_HEAD_BYTES // 1024} KiB")
+
+
+def error_text(text: str) -> str:
+    """The message of an OpenAI-style error body, else the body itself."""
+    try:
+        obj = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return text.strip()
+    if isinstance(obj, dict):
+        err = obj.get("error", obj)
+        if isinstance(err, dict):
+            msg = err.get("message") or err.get("detail") or err.get("msg")
+            if msg:
+                return str(msg)
+        elif isinstance(err, str):
+            return err
+        if "detail" in obj:
+            return str(obj["detail"])
+    return text.strip()

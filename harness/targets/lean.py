@@ -29,13 +29,26 @@ import orjson
 
 from harness.config import TargetConfig
 from harness.targets import clock
-from harness.targets.attempt import Attempt, apply_chunk, is_error_chunk, stream_error
+from harness.targets.attempt import (
+    Attempt,
+    apply_chunk,
+    cut_short_message,
+    is_error_chunk,
+    stream_error,
+)
 from harness.targets.client import ArmClient
-from harness.targets.errors import AttemptError, TargetError, classify_status
+from harness.targets.errors import (
+    MAX_HEAD_BYTES,
+    AttemptError,
+    TargetError,
+    classify_status,
+    error_text,
+    headers_too_large,
+    with_detail,
+)
 from harness.targets.retry import retry_after_from
 
 _RECV = 65536
-_MAX_HEAD = 65536
 _MAX_ERROR_BODY = 65536
 _loads = orjson.loads
 
@@ -227,7 +240,9 @@ class LeanClient(ArmClient):
                 "timeout", f"connect to {ep.host}:{ep.port} timed out after {self._connect_s} s"
             ) from None
         except OSError as exc:
-            raise AttemptError("connection", f"connect to {ep.host}:{ep.port}: {exc}") from None
+            raise AttemptError(
+                "connection", with_detail(f"connect to {ep.host}:{ep.port} failed", str(exc))
+            ) from None
         return sock
 
     def _checkout(self) -> tuple[Any, bool]:
@@ -362,12 +377,15 @@ class LeanClient(ArmClient):
                 if reused and not buf:
                     raise _StaleConnection()
                 raise self._closed(att, "connection closed before response headers")
+            start = len(buf) - 3 if len(buf) > 3 else 0  # the blank line may span two reads
             buf += data
-            i = buf.find(b"\r\n\r\n")
+            i = buf.find(b"\r\n\r\n", start)
             if i >= 0:
                 break
-            if len(buf) > _MAX_HEAD:
-                raise AttemptError("bad_response", "response headers exceed 64 KiB")
+            if len(buf) > MAX_HEAD_BYTES + 4:
+                raise headers_too_large()
+        if i > MAX_HEAD_BYTES:  # the same limit however the head was split into reads
+            raise headers_too_large()
         head = buf[:i].decode("latin-1")
         raw = buf[i + 4 :]
         lines = head.split("\r\n")
@@ -377,7 +395,9 @@ class LeanClient(ArmClient):
             if not parts[0].startswith("HTTP/"):
                 raise ValueError
         except (IndexError, ValueError):
-            raise AttemptError("bad_response", f"bad status line {lines[0][:80]!r}") from None
+            raise AttemptError(
+                "bad_response", with_detail("bad status line", repr(lines[0][:80]))
+            ) from None
         headers: dict[str, str] = {}
         for line in lines[1:]:
             k, _, v = line.partition(":")
@@ -416,7 +436,7 @@ class LeanClient(ArmClient):
                 )
             att.retry_after_s = retry_after_from(headers)
             raise AttemptError(
-                classify_status(status), f"HTTP {status}: {_error_text(text)}", status
+                classify_status(status), f"HTTP {status}: {error_text(text)}", status
             )
 
         # ---- the SSE stream (hot path)
@@ -425,7 +445,6 @@ class LeanClient(ArmClient):
         times = att.times
         sse = b""
         body_done = False
-        received = 0
         rearmed = False
         try:
             while True:
@@ -457,7 +476,7 @@ class LeanClient(ArmClient):
                             except orjson.JSONDecodeError:
                                 raise AttemptError(
                                     "bad_response",
-                                    f"invalid JSON in SSE data: {payload_[:200]!r}",
+                                    with_detail("invalid JSON in SSE data", repr(payload_[:200])),
                                     status,
                                 ) from None
                             apply_chunk(att, obj, t, chat)
@@ -479,20 +498,23 @@ class LeanClient(ArmClient):
                     rearm()
                     rearmed = True
                 try:
-                    raw = sock.recv(_RECV)
+                    data = sock.recv(_RECV)
                 except TimeoutError:
                     if att.done:
                         return False
                     raise self._timeout_error(att) from None
                 except OSError as exc:
-                    raise self._closed(att, f"connection error mid-stream: {exc}") from None
-                if not raw:
+                    if att.done or att.finish_reason is not None:
+                        return False  # the stream ended; check_complete judges what it carried
+                    raise self._closed(att, with_detail(cut_short_message(att), str(exc))) from None
+                if not data:
                     if framing == _Framing.CLOSE:
                         break
                     if att.done or att.finish_reason is not None:
-                        return False
-                    raise self._closed(att, f"connection closed mid-stream after {received} bytes")
-                received += len(raw)
+                        return False  # the stream ended; check_complete judges what it carried
+                    raise self._closed(att, cut_short_message(att))
+                # bytes deframe left unconsumed (a size line or CRLF split across reads) come first
+                raw = raw + data if raw else data
         except AttemptError as exc:
             if exc.http_status is None:
                 exc.http_status = status
@@ -521,27 +543,9 @@ class LeanClient(ArmClient):
                 return out, False
             sock.settimeout(remaining / 1e9)
             try:
-                raw = sock.recv(_RECV)
+                data = sock.recv(_RECV)
             except OSError:
                 return out, False
-            if not raw:
+            if not data:
                 return out, framing == _Framing.CLOSE
-
-
-def _error_text(text: str) -> str:
-    """The message of an OpenAI-style error body, else the body itself."""
-    try:
-        obj = orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return text.strip()
-    if isinstance(obj, dict):
-        err = obj.get("error", obj)
-        if isinstance(err, dict):
-            msg = err.get("message") or err.get("detail") or err.get("msg")
-            if msg:
-                return str(msg)
-        elif isinstance(err, str):
-            return err
-        if "detail" in obj:
-            return str(obj["detail"])
-    return text.strip()
+            raw = raw + data if raw else data  # keep what deframe left unconsumed

@@ -9,8 +9,15 @@ and an ``httpx`` pool sized by ``target.max_connections``.
 Timeouts: connect via httpx; every socket read is bounded by the first-token timeout (httpx's
 read timeout), and the first-token and total deadlines are checked as each chunk arrives, so a
 stalled stream is detected within ``min(first_token_s, total_s)`` after the deadline at worst.
-Stream completeness: the SDK swallows ``[DONE]``, so a stream counts as complete when it
-carried a ``finish_reason``.
+Stream completeness: as in the lean client, a stream is complete when it carried a
+``finish_reason`` (see ``Attempt.check_complete``). The SDK swallows ``[DONE]``; a wrapper
+around its SSE decoder notes it, so both clients word a cut-short stream alike.
+
+Parity: transport failures are classified and worded as the lean client does (a malformed
+status line or a head over ``MAX_HEAD_BYTES`` is ``bad_response``, a connection lost after
+the finish reason counts as the stream's end, one lost before it is cut short); the library's
+own error text goes into a bracketed detail at the end of the message
+(``tests/targets/test_parity.py`` compares both clients on every scripted fault).
 """
 
 from __future__ import annotations
@@ -20,11 +27,20 @@ import threading
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+import orjson
+
 from harness.config import TargetConfig
 from harness.targets import clock
-from harness.targets.attempt import Attempt, stream_error
+from harness.targets.attempt import Attempt, cut_short_message, is_error_chunk, stream_error
 from harness.targets.client import ArmClient
-from harness.targets.errors import AttemptError, classify_status
+from harness.targets.errors import (
+    MAX_HEAD_BYTES,
+    AttemptError,
+    classify_status,
+    error_text,
+    headers_too_large,
+    with_detail,
+)
 from harness.targets.retry import retry_after_from
 
 _CLIENTS: dict[tuple[Any, ...], Any] = {}
@@ -86,6 +102,9 @@ class SdkClient(ArmClient):
         api = self._client.chat.completions if self._chat else self._client.completions
         self._create = api.with_raw_response.create
         self._inflight: set[Any] = set()
+        u = urlsplit(target.base_url or "")
+        self._hostport = f"{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}"
+        self._connect_s = target.timeouts.connect_s
 
     def _prepare(self, body: dict[str, Any]) -> dict[str, Any]:
         body = dict(body)
@@ -123,16 +142,30 @@ class SdkClient(ArmClient):
         stream = None
         try:
             raw = self._create(**payload)
+            resp = raw.http_response
             att.http_status = raw.status_code
             att.server_request_id = raw.headers.get("x-request-id")
+            if _head_size(resp) > MAX_HEAD_BYTES:  # the limit lean applies, however it was read
+                resp.close()
+                raise headers_too_large()
             ctype = raw.headers.get("content-type", "")
             if "text/event-stream" not in ctype:
-                text = raw.http_response.read()[:200].decode("utf-8", "replace")
-                raw.http_response.close()
+                body = resp.read()
+                resp.close()
+                try:
+                    obj = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    obj = None
+                if isinstance(obj, dict) and is_error_chunk(obj):  # classified as lean does
+                    raise stream_error(obj)
+                text = body[:200].decode("utf-8", "replace")
                 raise AttemptError(
-                    "bad_response", f"expected text/event-stream, got {ctype}: {text}"
+                    "bad_response", f"expected text/event-stream, got {ctype or '?'}: {text}"
                 )
             stream = raw.parse()
+            dec = getattr(stream, "_decoder", None)
+            if dec is not None and hasattr(dec, "iter_bytes"):  # the SDK swallows [DONE]
+                stream._decoder = _DoneWatch(dec, att)
             self._inflight.add(stream)
             try:  # the socket, so that cancel() can interrupt a blocked read from any thread
                 ns = raw.http_response.extensions.get("network_stream")
@@ -179,10 +212,12 @@ class SdkClient(ArmClient):
             headers = exc.response.headers
             att.retry_after_s = retry_after_from(headers)
             att.server_request_id = headers.get("x-request-id")
+            try:
+                text = error_text(exc.response.text)
+            except Exception:
+                text = exc.message
             raise AttemptError(
-                classify_status(exc.status_code),
-                f"HTTP {exc.status_code}: {exc.message}",
-                exc.status_code,
+                classify_status(exc.status_code), f"HTTP {exc.status_code}: {text}", exc.status_code
             ) from None
         except oa.APITimeoutError as exc:
             if type(exc.__cause__).__name__ == "PoolTimeout":  # httpx: no free pooled connection
@@ -192,13 +227,20 @@ class SdkClient(ArmClient):
                     f"connection (target.max_connections={self.target.max_connections})",
                     retryable=False,
                 ) from None
-            if not times:
+            if type(exc.__cause__).__name__ == "ConnectTimeout":  # worded as lean words it
+                raise AttemptError(
+                    "timeout",
+                    f"connect to {self._hostport} timed out after {self._connect_s} s",
+                ) from None
+            if not times or perf() >= total_deadline:
                 raise self._timeout_error(att) from None
             raise AttemptError(
                 "timeout", f"read timed out mid-stream ({self._ft_ns / 1e9:g} s)", att.http_status
             ) from None
         except oa.APIConnectionError as exc:
-            raise self._closed(att, f"{exc}: {exc.__cause__!r}") from None
+            if att.done or att.finish_reason is not None:
+                return  # the stream ended; check_complete judges what it carried
+            raise self._connection_error(att, exc, exc.__cause__) from None
         except oa.APIError as exc:  # an error event inside the stream: classified as lean does
             body = exc.body if isinstance(exc.body, dict | str) else exc.message
             raise stream_error(body) from None
@@ -206,11 +248,67 @@ class SdkClient(ArmClient):
             if self._cancelled:
                 raise AttemptError("cancelled", "run stopped while in flight") from None
             raise AttemptError(
-                "bad_response", f"invalid JSON in SSE data: {exc}", att.http_status
+                "bad_response", with_detail("invalid JSON in SSE data", str(exc)), att.http_status
             ) from None
         except Exception as exc:  # httpx errors escaping the SDK's wrappers mid-stream
-            raise self._closed(att, f"{type(exc).__name__}: {exc}") from None
+            if att.done or att.finish_reason is not None:
+                return
+            raise self._connection_error(att, exc, exc) from None
         finally:
             if stream is not None:
                 self._inflight.discard(stream)
                 stream.close()
+
+    def _connection_error(self, att: Attempt, exc: Exception, cause: Any) -> AttemptError:
+        """A transport failure, worded and classified as the lean client does: a malformed
+        status line or oversized head is ``bad_response``; a connection lost after the
+        response began is cut short (``truncated`` once content arrived); anything before
+        it is ``connection``."""
+        detail = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
+        text = str(cause)
+        if "status line" in text or "no response line" in text:
+            return AttemptError("bad_response", with_detail("bad status line", detail))
+        if "Receive buffer too long" in text:
+            return headers_too_large()
+        if att.http_status is not None:
+            return self._closed(att, with_detail(cut_short_message(att), detail))
+        if type(cause).__name__ == "ConnectError":
+            return self._closed(att, with_detail(f"connect to {self._hostport} failed", detail))
+        if "without sending a response" in text:
+            return self._closed(
+                att, with_detail("connection closed before response headers", detail)
+            )
+        return self._closed(att, f"{exc}: {cause!r}")
+
+
+class _DoneWatch:
+    """Wraps the SDK's SSE decoder to note ``data: [DONE]`` (which the SDK drops) in
+    ``att.done``, so both clients tell "[DONE] but no finish_reason" from a plain cut."""
+
+    __slots__ = ("_dec", "_att")
+
+    def __init__(self, dec: Any, att: Attempt) -> None:
+        self._dec = dec
+        self._att = att
+
+    def iter_bytes(self, iterator: Any) -> Any:
+        att = self._att
+        for sse in self._dec.iter_bytes(iterator):
+            if sse.data.startswith("[DONE]"):
+                att.done = True
+            yield sse
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._dec, name)
+
+
+def _head_size(resp: Any) -> int:
+    """Bytes of the response head (status line and header lines, without the blank line),
+    as the lean client counts them."""
+    try:
+        n = len(resp.http_version) + len(resp.reason_phrase) + 5
+        for k, v in resp.headers.raw:
+            n += len(k) + len(v) + 4
+        return n
+    except Exception:
+        return 0

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
+
+import pytest
 
 from tests.load.e2e import manifest, run_harness
 
@@ -15,9 +18,104 @@ def _closed_port() -> int:
 
 def test_misspelled_key_is_named(reports):
     res = run_harness(["experiment", f"record.reports_dir={reports}", "load.rat=3"], timeout=60)
-    assert res.returncode != 0
-    assert "rat" in (res.stderr + res.stdout)
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "load.rat: unknown key (did you mean load.rate?)" in res.stderr
+    assert "+load.rat" not in res.stderr  # no suggestion to add the typo with `+`
     assert not list(reports.glob("*/*"))
+
+
+def _assert_one_line_config_error(res, *needles: str) -> None:
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "Traceback" not in res.stderr + res.stdout
+    assert len(lines) == 1 and lines[0].startswith("config error: "), res.stderr
+    for needle in needles:
+        assert needle in lines[0], lines[0]
+
+
+@pytest.mark.parametrize(
+    "overrides, needles",
+    [
+        (["+load.rat=5"], ["load.rat: unknown key", "load.rate"]),
+        (["+analysis.slo.ttft=0.3"], ["analysis.slo.ttft: unknown key", "ttft_s"]),
+        (["arms.cloud.max_connections=0"], ["arms.cloud.max_connections"]),
+        (["analysis.confidence=2"], ["analysis.confidence"]),
+        (["analysis.bootstrap_resamples=0"], ["analysis.bootstrap_resamples"]),
+        (["load.max_requests=0"], ["load.max_requests: must be >= 1"]),
+        (["load.steps=3"], ["load.steps: expected a list of [t_s, multiplier] pairs"]),
+        (["~arms"], ["arms: removed (~arms)"]),
+        (["run_id=../.."], ["run_id: '../..' is not a simple name"]),
+        (
+            ["arms.selfhosted.target=vllm", "arms.selfhosted.base_url=ftp://127.0.0.1:1/v1"],
+            ["arms.selfhosted.base_url", "ftp://"],
+        ),
+    ],
+)
+def test_bad_config_is_one_line_exit_2_before_traffic(reports, overrides, needles):
+    res = run_harness(["experiment", f"record.reports_dir={reports}", *overrides], timeout=60)
+    _assert_one_line_config_error(res, *needles)
+    assert not list(reports.glob("*/*"))  # nothing started, no run directory
+    assert not (reports / "manifest.json").exists()  # run_id=../.. would write here
+
+
+def test_busy_web_ui_port_is_a_config_error(reports):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = run_harness(
+            [
+                "experiment",
+                f"record.reports_dir={reports}",
+                "load.web_ui=true",
+                f"load.web_port={port}",
+            ],
+            timeout=60,
+        )
+    _assert_one_line_config_error(res, "load.web_port", f"127.0.0.1:{port}")
+    assert not list(reports.glob("*/*"))
+
+
+def test_busy_master_port_is_a_config_error(reports):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        port = s.getsockname()[1]
+        res = run_harness(
+            [
+                "experiment",
+                f"record.reports_dir={reports}",
+                "load.workers=1",
+                f"load.master_port={port}",
+            ],
+            timeout=60,
+        )
+    _assert_one_line_config_error(res, "load.master_port", f"127.0.0.1:{port}")
+    assert not list(reports.glob("*/*"))
+
+
+def test_reused_run_id_is_a_config_error(reports):
+    (reports / "smoke" / "r1").mkdir(parents=True)
+    res = run_harness(["experiment", f"record.reports_dir={reports}", "run_id=r1"], timeout=60)
+    _assert_one_line_config_error(res, "run_id: 'r1' was used before")
+    assert not list((reports / "smoke" / "r1").iterdir())
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only directories")
+def test_read_only_reports_dir_is_a_config_error(reports):
+    reports.chmod(0o555)
+    try:
+        res = run_harness(["experiment", f"record.reports_dir={reports}"], timeout=60)
+    finally:
+        reports.chmod(0o755)
+    _assert_one_line_config_error(res, "record.reports_dir", "not writable")
+
+
+def test_reports_dir_under_a_file_is_a_config_error(reports):
+    afile = reports / "afile"
+    afile.write_text("")
+    res = run_harness(["experiment", f"record.reports_dir={afile / 'sub'}"], timeout=60)
+    _assert_one_line_config_error(res, "record.reports_dir", "not a directory")
 
 
 def test_missing_api_key_env_fails_before_traffic(reports):

@@ -46,6 +46,17 @@ class Script:
     batch: bool = False  # write all chunks at once
     echo_auth: bool = False  # put the Authorization header into the error body
     content_type: str = "text/event-stream"
+    status_line: str | None = None  # replaces "HTTP/1.1 200 OK" (a malformed one, say)
+    header_pad: int = 0  # add about this many bytes of extra headers (1 KB lines)
+    close_before_response: bool = False  # read the request, then close without answering
+    abort_at_end: bool = False  # abort the connection instead of sending the last chunk
+    # Write the whole response at once, in pieces: cut at these byte offsets of the response
+    # (head included; each piece written and flushed, then a short pause so the client reads
+    # it on its own), or one byte at a time with ``bytewise``. Delays (ttft_s, itl_s) are
+    # skipped in these modes.
+    split_at: list[int] | None = None
+    bytewise: bool = False
+    split_pause_s: float = 0.002
 
 
 class ScriptServer:
@@ -176,6 +187,9 @@ class ScriptServer:
         self, w: asyncio.StreamWriter, s: Script, headers: dict, body: Any, path: str
     ) -> bool:
         chat = path.endswith("/chat/completions")
+        if s.close_before_response:
+            w.transport.abort()
+            return False
         extra = {"x-request-id": f"req-{len(self.requests)}", **s.headers}
         if s.status != 200:
             err = s.body
@@ -186,11 +200,45 @@ class ScriptServer:
                 err = json.dumps({"error": {"message": msg, "type": "test"}}).encode()
             await self._simple(w, s.status, err, extra=extra)
             return True
+        if s.header_pad:
+            extra.update({f"x-pad-{i}": "p" * 1000 for i in range(max(1, s.header_pad // 1010))})
         nl = "\r\n" if s.crlf else "\n"
-        hdr = f"HTTP/1.1 200 OK\r\nContent-Type: {s.content_type}\r\n"
+        split = s.bytewise or s.split_at is not None
+        whole: list[bytes] = []  # the response, when written in pieces at the end
+
+        async def put(data: bytes, drain: bool = True) -> None:
+            if split:
+                whole.append(data)
+            else:
+                w.write(data)
+                if drain:
+                    await w.drain()
+
+        async def flush_split() -> None:
+            if not split:
+                return
+            data = b"".join(whole)
+            whole.clear()
+            cuts = range(1, len(data)) if s.bytewise else sorted(set(s.split_at or ()))
+            start = 0
+            for cut in [*cuts, len(data)]:
+                if not start < cut <= len(data):
+                    continue
+                w.write(data[start:cut])
+                await w.drain()
+                start = cut
+                if cut < len(data):
+                    await asyncio.sleep(s.split_pause_s)
+
+        status_line = s.status_line if s.status_line is not None else "HTTP/1.1 200 OK"
+        hdr = f"{status_line}\r\nContent-Type: {s.content_type}\r\n"
         hdr += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
+        if s.body is not None:  # a non-stream 200 body (e.g. a JSON error object)
+            await put(hdr.encode() + f"Content-Length: {len(s.body)}\r\n\r\n".encode() + s.body)
+            await flush_split()
+            return True
         hdr += "Transfer-Encoding: chunked\r\n\r\n" if s.chunked else "Connection: close\r\n\r\n"
-        w.write(hdr.encode())
+        await put(hdr.encode(), drain=False)  # goes out with the first event
         pending: list[bytes] = []
 
         log = self.requests[-1]
@@ -200,9 +248,8 @@ class ScriptServer:
             frame = f"{len(ev):x}\r\n".encode() + ev + b"\r\n" if s.chunked else ev
             pending.append(frame)
             if flush and not s.batch:
-                w.write(b"".join(pending))
+                await put(b"".join(pending))
                 pending.clear()
-                await w.drain()
 
         model = (body or {}).get("model", "m")
 
@@ -223,20 +270,20 @@ class ScriptServer:
 
         if s.role_chunk and chat:
             await send(chunk(None, role=True))
-        if s.ttft_s:
+        if s.ttft_s and not split:
             await asyncio.sleep(s.ttft_s)
         n = len(s.chunks)
         for i, text in enumerate(s.chunks):
-            if i and s.itl_s:
+            if i and s.itl_s and not split:
                 await asyncio.sleep(s.itl_s)
             if s.truncate_after is not None and i >= s.truncate_after:
-                w.write(b"".join(pending))
-                await w.drain()
+                await put(b"".join(pending))
+                await flush_split()
                 w.transport.abort()
                 return False
             if s.stall_after is not None and i >= s.stall_after:
-                w.write(b"".join(pending))
-                await w.drain()
+                await put(b"".join(pending))
+                await flush_split()
                 await asyncio.sleep(3600)
                 return False
             if s.invalid_json_at == i:
@@ -266,10 +313,15 @@ class ScriptServer:
         if s.done:
             await send("[DONE]", flush=False)
         out = b"".join(pending)
+        if s.abort_at_end:
+            await put(out)
+            await flush_split()
+            w.transport.abort()
+            return False
         if s.chunked:
             out += b"0\r\n\r\n"
-        w.write(out)
-        await w.drain()
+        await put(out)
+        await flush_split()
         if not s.chunked:
             w.close()
             return False
