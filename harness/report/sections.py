@@ -732,7 +732,7 @@ def caveats(data: RunData, s: Summary) -> list[str]:
         elif n_all == 0:
             out.append(f"Arm {arm!r} has no requests in the analysed phases.")
         elif ttft.get("ci_not_estimable"):
-            which = " and ".join(ttft["ci_not_estimable"])
+            which = " and ".join(k.replace("_", ".") for k in ttft["ci_not_estimable"])
             out.append(f"Arm {arm!r} has {n_ok} successful requests: too few for a confidence "
                        f"bound of {which} to exist at this confidence level (not estimable); "
                        "read those percentiles as rough.")  # fmt: skip
