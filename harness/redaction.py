@@ -37,7 +37,7 @@ import os
 import re
 import sys
 import threading
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -296,6 +296,31 @@ def redact_url(url: str) -> str:
     return _strong(urlunsplit((u.scheme, netloc, u.path, query, u.fragment)))
 
 
+def _scan_argv(argv: Iterable[Any]) -> Iterator[tuple[str, str | None, str]]:
+    """Classify command-line words once, for :func:`redact_argv` and :func:`argv_secrets`:
+    ``(word, kind, secret)`` with kind ``flag`` (a secret flag; its value is the next word),
+    ``value`` (that next word), ``eq`` (``--api-key=X``), ``override`` (``a.api_key=X``) or
+    None (an ordinary word); ``secret`` is the secret value ("" when none)."""
+    after_flag = False
+    for raw in argv:
+        word = str(raw)
+        if after_flag:
+            after_flag = False
+            if not word.startswith("-"):
+                yield word, "value", word
+                continue
+        key, eq, value = word.partition("=")
+        if _is_secret_flag(word):
+            after_flag = True
+            yield word, "flag", ""
+        elif eq and value and _is_secret_flag(key):
+            yield word, "eq", value
+        elif eq and value and _OVERRIDE_KEY.match(key) and is_secret_key(key):
+            yield word, "override", value
+        else:
+            yield word, None, ""
+
+
 def redact_argv(argv: Iterable[Any]) -> list[str]:
     """Command-line words with secrets hidden.
 
@@ -305,22 +330,15 @@ def redact_argv(argv: Iterable[Any]) -> list[str]:
     scrubbed of known values and secret shapes (URLs with user-info, ``sk-...``).
     """
     out: list[str] = []
-    hide_next = False
-    for raw in argv:
-        word = str(raw)
-        if hide_next:
-            hide_next = False
-            if not word.startswith("-"):
-                out.append(MASK)
-                continue
-        key, eq, value = word.partition("=")
-        if _is_secret_flag(word):
+    for word, kind, _ in _scan_argv(argv):
+        if kind == "flag":
             out.append(word)
-            hide_next = True
-        elif eq and value and key.startswith("-") and _is_secret_flag(key):
-            out.append(f"{key}={MASK}")
-        elif eq and value and _OVERRIDE_KEY.match(key) and is_secret_key(key):
-            out.append(f"{key}={REDACTED}")
+        elif kind == "value":
+            out.append(MASK)
+        elif kind == "eq":
+            out.append(f"{word.partition('=')[0]}={MASK}")
+        elif kind == "override":
+            out.append(f"{word.partition('=')[0]}={REDACTED}")
         else:
             out.append(_strong(_SECRETS.sub(word)))
     return out
@@ -355,23 +373,7 @@ def redact_tree(obj: Any) -> Any:
 
 def argv_secrets(argv: Iterable[Any]) -> list[str]:
     """The values of secret flags in command-line words (``--api-key X``, ``--api-key=X``)."""
-    found: list[str] = []
-    take_next = False
-    for raw in argv:
-        word = str(raw)
-        if take_next:
-            take_next = False
-            if not word.startswith("-"):
-                found.append(word)
-                continue
-        key, eq, value = word.partition("=")
-        if _is_secret_flag(word):
-            take_next = True
-        elif eq and value and _is_secret_flag(key):
-            found.append(value)
-        elif eq and value and _OVERRIDE_KEY.match(key) and is_secret_key(key):
-            found.append(value)
-    return found
+    return [secret for _, kind, secret in _scan_argv(argv) if kind not in (None, "flag")]
 
 
 def url_secrets(url: str | None) -> list[str]:
