@@ -47,7 +47,7 @@ def _unbounded(x: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     quantiles of finite values never exceeds the span of the finite values of both sides."""
     fa, fb = a[np.isfinite(a)], b[np.isfinite(b)]
     if not fa.size or not fb.size:
-        return np.where(np.isfinite(x), x, x)
+        return x
     span = max(fa.max(), fb.max()) - min(fa.min(), fb.min())
     x = np.where(x > span, np.inf, x)
     return np.where(x < -span, -np.inf, x)

@@ -221,14 +221,20 @@ class RunData:
     def arm_mask(self, arm: str) -> np.ndarray:
         return self.arm == self.arms.index(arm)
 
+    def error_rows(self, error_type: str) -> np.ndarray:
+        """Rows that failed with ``error_type`` (cached: several statistics ask)."""
+        key = ("error_rows", error_type)
+        if key not in self.cache:
+            if error_type in self.error_types:
+                self.cache[key] = ~self.ok & (self.error == self.error_types.index(error_type))
+            else:
+                self.cache[key] = np.zeros(self.n_rows, bool)
+        return self.cache[key]
+
     @property
     def cancelled(self) -> np.ndarray:
         """Rows the harness itself cancelled (drain, SIGINT): not failures of the target."""
-        key = ("cancelled_rows",)
-        if key not in self.cache:
-            code = self.error_types.index("cancelled") if "cancelled" in self.error_types else -2
-            self.cache[key] = ~self.ok & (self.error == code)
-        return self.cache[key]
+        return self.error_rows("cancelled")
 
     def window(self, mask: np.ndarray | None = None) -> tuple[float, float]:
         """Analysed window in relative seconds: first scheduled/sent time -> last end/sent time
@@ -489,7 +495,7 @@ def load_run(
             cols[name] -= shift
         t0_ns = ref + int(round(shift * 1e9))
 
-    rejected = _check_latencies(cols, ok, n_chunks, notes, request, request_ids, attempt)
+    rejected = _check_latencies(cols, ok, notes, request, request_ids, attempt)
     del request_ids
 
     arm_lookup = {a: i for i, a in enumerate(arms)}
@@ -562,7 +568,6 @@ def _request_codes(chunks: list[pa.Array]) -> tuple[np.ndarray, pa.Array]:
 def _check_latencies(
     cols: dict[str, np.ndarray],
     ok: np.ndarray,
-    n_chunks: np.ndarray,
     notes: list[str],
     request: np.ndarray,
     request_ids: pa.Array,

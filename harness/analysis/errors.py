@@ -66,10 +66,7 @@ def errors_summary(data: RunData) -> dict[str, Any]:
         retries = int((am & (data.attempt > 0)).sum())
         req_bins = counts(bins[att], nb)
         err_bins = counts(bins[err], nb)
-        type_bins = {
-            name: counts(bins[err & (data.error == data.error_types.index(name))], nb)
-            for name in by_type_att
-        }
+        type_bins = {name: counts(bins[err & data.error_rows(name)], nb) for name in by_type_att}
         points = []
         for b in range(nb):
             if req_bins[b] == 0:

@@ -24,7 +24,7 @@ import numpy as np
 
 from harness.analysis import metrics as m
 from harness.analysis.data import RunData
-from harness.analysis.requests import CANCELLED, logical_requests
+from harness.analysis.requests import CANCELLED, OK, logical_requests
 from harness.analysis.stats import wilson_ci
 
 
@@ -43,13 +43,13 @@ def _block(data: RunData, mask: np.ndarray, duration: float) -> dict[str, Any]:
     rej = data.rejected
     n_rejected = 0
     if rej is not None:  # latencies the data checks rejected: neither a hit nor a miss
-        bad = rej[lr.final] & (lr.outcome == 0)
+        bad = rej[lr.final] & (lr.outcome == OK)
         n_rejected = int((sel & bad).sum())
         sel &= ~bad
         mask = mask & ~(rej & data.ok)
     n_req = int(sel.sum())
     meets = m.meets_slo(
-        lr.outcome[sel] == 0, lr.ttft_s[sel], lr.tpot_s[sel], lr.e2e_s[sel], data.analysis.slo
+        lr.outcome[sel] == OK, lr.ttft_s[sel], lr.tpot_s[sel], lr.e2e_s[sel], data.analysis.slo
     )
     meeting = int(meets.sum())
     att = mask & ~data.cancelled

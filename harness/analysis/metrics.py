@@ -37,8 +37,7 @@ def _ok_column(data: RunData, mask: np.ndarray, column: str) -> np.ndarray:
 
 def timed_out(data: RunData) -> np.ndarray:
     """Rows whose attempt ended in a ``timeout`` error."""
-    code = data.error_types.index("timeout") if "timeout" in data.error_types else -2
-    return ~data.ok & (data.error == code)
+    return data.error_rows("timeout")
 
 
 def _censored_column(data: RunData, mask: np.ndarray, column: str, after_first: bool) -> np.ndarray:
