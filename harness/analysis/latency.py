@@ -99,7 +99,7 @@ def describe(
             bad = np.isnan(qlo) | np.isnan(qhi)
             not_estimable = [k for k, b in zip(_QKEYS, bad, strict=True) if b]
         if n_cens:
-            lo, hi = _censored_bounds(v, fin, lo, hi, settings)
+            lo, hi = _censored_bounds(fin, lo, hi, settings)
     if ci:
         keys = (*_QKEYS, "mean")
         out["ci"] = {k: [float(a), float(b)] for k, a, b in zip(keys, lo, hi, strict=True)}
@@ -111,7 +111,7 @@ def describe(
 
 
 def _censored_bounds(
-    v: np.ndarray, fin: np.ndarray, lo: np.ndarray, hi: np.ndarray, settings: BootstrapSettings
+    fin: np.ndarray, lo: np.ndarray, hi: np.ndarray, settings: BootstrapSettings
 ) -> tuple[np.ndarray, np.ndarray]:
     """Quantile bounds over the censored sample as they are (an order statistic among the
     censored values is +inf: "censored"; NaN stays "not estimable"); the mean's bounds over
