@@ -25,6 +25,21 @@ def run_harness(args: list[str], *, timeout: float = 180, env: dict | None = Non
     )
 
 
+def smoke_args(reports: Path, *extra: str, flush_interval_s: float | None = 1) -> list[str]:
+    """``experiment=smoke`` writing into ``reports``, progress every second, no warmup;
+    ``flush_interval_s`` None keeps the configured flush interval."""
+    flush = [] if flush_interval_s is None else [f"record.flush_interval_s={flush_interval_s:g}"]
+    return [
+        "experiment",
+        "experiment=smoke",
+        f"record.reports_dir={reports}",
+        *flush,
+        "progress_interval_s=1",
+        "load.warmup_s=0",
+        *extra,
+    ]
+
+
 def only_run_dir(reports: Path) -> Path:
     runs = [p.parent for p in reports.glob("*/*/manifest.json")]
     assert len(runs) == 1, runs

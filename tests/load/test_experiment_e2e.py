@@ -16,21 +16,13 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from tests.load.e2e import ROOT, manifest, only_run_dir, read_rows, run_harness
+from tests.load.e2e import ROOT, manifest, only_run_dir, read_rows, run_harness, smoke_args
 
 pytestmark = pytest.mark.slow
 
 
 def _base(reports, *extra: str) -> list[str]:
-    return [
-        "experiment",
-        "experiment=smoke",
-        f"record.reports_dir={reports}",
-        "record.flush_interval_s=1",
-        "progress_interval_s=1",
-        "load.warmup_s=0",
-        *extra,
-    ]
+    return smoke_args(reports, *extra)
 
 
 def test_smoke_mirrored_constant_rate(reports):

@@ -58,39 +58,21 @@ def test_bad_config_is_one_line_exit_2_before_traffic(reports, overrides, needle
     assert not (reports / "manifest.json").exists()  # run_id=../.. would write here
 
 
-def test_busy_web_ui_port_is_a_config_error(reports):
+@pytest.mark.parametrize(
+    ("setting", "key"),
+    [("load.web_ui=true", "load.web_port"), ("load.workers=1", "load.master_port")],
+    ids=["web-ui-port", "master-port"],
+)
+def test_busy_port_is_a_config_error(reports, setting, key):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
         res = run_harness(
-            [
-                "experiment",
-                f"record.reports_dir={reports}",
-                "load.web_ui=true",
-                f"load.web_port={port}",
-            ],
+            ["experiment", f"record.reports_dir={reports}", setting, f"{key}={port}"],
             timeout=60,
         )
-    _assert_one_line_config_error(res, "load.web_port", f"127.0.0.1:{port}")
-    assert not list(reports.glob("*/*"))
-
-
-def test_busy_master_port_is_a_config_error(reports):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        s.listen()
-        port = s.getsockname()[1]
-        res = run_harness(
-            [
-                "experiment",
-                f"record.reports_dir={reports}",
-                "load.workers=1",
-                f"load.master_port={port}",
-            ],
-            timeout=60,
-        )
-    _assert_one_line_config_error(res, "load.master_port", f"127.0.0.1:{port}")
+    _assert_one_line_config_error(res, key, f"127.0.0.1:{port}")
     assert not list(reports.glob("*/*"))
 
 

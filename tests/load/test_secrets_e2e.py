@@ -30,7 +30,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from tests.load.e2e import ROOT, manifest, only_run_dir, read_rows, run_harness
+from tests.load.e2e import ROOT, manifest, only_run_dir, read_rows, run_harness, smoke_args
 
 pytestmark = pytest.mark.slow
 
@@ -83,13 +83,8 @@ def test_no_secret_reaches_the_run_directory_or_the_console(reports, workers):
         f"startup_timeout_s:30,args:[--api-key,'{s['arg']}',--echo,--print-env,HF_TOKEN],"
         f"env:{{HF_TOKEN:'{s['lenv']}'}}}}"
     )
-    args = [
-        "experiment",
-        "experiment=smoke",
-        f"record.reports_dir={reports}",
-        "record.flush_interval_s=1",
-        "progress_interval_s=1",
-        "load.warmup_s=0",
+    args = smoke_args(
+        reports,
         "load.arrival=constant",
         "load.rate=4",
         "load.duration_s=3",
@@ -101,7 +96,7 @@ def test_no_secret_reaches_the_run_directory_or_the_console(reports, workers):
         f"+arms.selfhosted.launch={launch}",
         f"+arms.remote={{target:openai,client:lean,base_url:'{url}',"
         "api_key_env:HARNESS_E2E_REMOTE_KEY,preflight:false,scrape_metrics:true}",
-    ]
+    )
     res = run_harness(args, env=env)
     console = res.stdout + res.stderr
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

@@ -15,20 +15,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.load.e2e import ROOT, manifest, only_run_dir, read_rows, run_harness
+from tests.load.e2e import ROOT, manifest, only_run_dir, read_rows, run_harness, smoke_args
 
 pytestmark = pytest.mark.slow
 
 
 def _base(reports, *extra: str) -> list[str]:
-    return [
-        "experiment",
-        "experiment=smoke",
-        f"record.reports_dir={reports}",
-        "progress_interval_s=1",
-        "load.warmup_s=0",
-        *extra,
-    ]
+    return smoke_args(reports, *extra, flush_interval_s=None)
 
 
 def _spawn(args: list[str]) -> subprocess.Popen:
