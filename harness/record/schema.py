@@ -13,7 +13,9 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 3  # 2: t_arrival added; 3: will_retry added (readers fill nulls for older)
+SCHEMA_VERSION = 4
+# 2: t_arrival; 3: will_retry; 4: streamed, forced_length, prompt_tokens_source
+# (readers fill nulls for older files)
 
 #: Closed set of error types (``error_type`` column). ``None`` when ``status == "ok"``.
 ERROR_TYPES = (
@@ -30,6 +32,11 @@ ERROR_TYPES = (
 
 #: ``tokens_source`` values: who counted ``completion_tokens``.
 TOKEN_SOURCES = ("usage", "tokenizer", "chunks")
+
+#: ``prompt_tokens_source`` values: who counted ``prompt_tokens``. ``usage`` the server's usage
+#: block; ``tokenize`` the server's own tokenizer endpoint (vLLM ``/tokenize``, chat template
+#: applied); ``tokenizer`` a local estimate without the server's chat template.
+PROMPT_TOKEN_SOURCES = ("usage", "tokenize", "tokenizer")
 
 #: ``phase`` values: warmup and cooldown rows are excluded from analysis by default.
 PHASES = ("warmup", "main", "cooldown")
@@ -72,7 +79,14 @@ REQUEST_SCHEMA = pa.schema(
         pa.field("completion_tokens", pa.int64()),
         pa.field("cached_tokens", pa.int64()),
         pa.field("tokens_source", pa.string()),
+        pa.field("prompt_tokens_source", pa.string()),  # PROMPT_TOKEN_SOURCES or null
         pa.field("requested_max_tokens", pa.int64()),
+        # the request forced its output length (ignore_eos + min_tokens = max_tokens): an ok row
+        # with fewer completion tokens than requested came back short
+        pa.field("forced_length", pa.bool_()),
+        # the response was streamed (SSE); False: one JSON body, so t_first_token = t_end and
+        # TTFT equals E2E (not a time to first token)
+        pa.field("streamed", pa.bool_()),
         pa.field("status", pa.string(), nullable=False),  # ok | error
         pa.field("http_status", pa.int32()),
         pa.field("error_type", pa.string()),
@@ -141,7 +155,10 @@ class RequestRecord:
     completion_tokens: int | None = None
     cached_tokens: int | None = None
     tokens_source: str | None = None
+    prompt_tokens_source: str | None = None
     requested_max_tokens: int | None = None
+    forced_length: bool | None = None
+    streamed: bool | None = None
     http_status: int | None = None
     error_type: str | None = None
     error_message: str | None = None

@@ -162,6 +162,8 @@ class RecordContext:
         "output_text",
         "secrets",
         "count_fallback",
+        "force_output_length",
+        "streamed",
         "_prompt_counts",
     )
 
@@ -178,6 +180,8 @@ class RecordContext:
         output_text: str,
         secrets: tuple[str, ...],
         count_fallback: str = "tokenizer",
+        force_output_length: bool = False,
+        streamed: bool = True,
     ) -> None:
         if output_text not in OUTPUT_TEXT_MODES:
             raise ValueError(f"output_text: {output_text!r} is not one of {OUTPUT_TEXT_MODES}")
@@ -191,6 +195,8 @@ class RecordContext:
         self.output_text = output_text
         self.secrets = secrets
         self.count_fallback = count_fallback
+        self.force_output_length = force_output_length  # target sends ignore_eos/min_tokens
+        self.streamed = streamed
         self._prompt_counts: dict[str, int | None] = {}
 
     def prompt_count(self, item: WorkItem) -> int | None:
@@ -241,12 +247,14 @@ def build_record(
 
     # Token counts: the server's usage, else a local tokenizer, else one token per chunk.
     prompt_tokens = completion_tokens = cached_tokens = None
-    source = None
+    source = prompt_source = None
     usage = att.usage
     if usage and _int(usage.get("completion_tokens")) is not None:
         source = "usage"
         completion_tokens = _int(usage.get("completion_tokens"))
         prompt_tokens = _int(usage.get("prompt_tokens"))
+        if prompt_tokens is not None:
+            prompt_source = "usage"
         details = usage.get("prompt_tokens_details")
         if isinstance(details, dict):
             cached_tokens = _int(details.get("cached_tokens"))
@@ -258,6 +266,8 @@ def build_record(
             source = "tokenizer"
             completion_tokens = n
             prompt_tokens = ctx.prompt_count(item)
+            if prompt_tokens is not None:
+                prompt_source = "tokenizer"
         else:
             source = "chunks"
             completion_tokens = len(times)
@@ -309,7 +319,10 @@ def build_record(
         completion_tokens=completion_tokens,
         cached_tokens=cached_tokens,
         tokens_source=source,
+        prompt_tokens_source=prompt_source,
         requested_max_tokens=item.max_tokens,
+        forced_length=bool(ctx.force_output_length and item.force_length),
+        streamed=ctx.streamed,
         http_status=att.http_status,
         error_type=att.error_type,
         error_message=clip_message(att.error_message, ctx.secrets) if att.error_message else None,

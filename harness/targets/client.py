@@ -81,6 +81,12 @@ def derived_request_seed(seed: int, key: str) -> int:
     return int.from_bytes(digest, "big") & 0x7FFFFFFF
 
 
+def forces_length(target: TargetConfig, item: WorkItem) -> bool:
+    """True when the request asks for exactly ``max_tokens`` (vLLM ``ignore_eos`` +
+    ``min_tokens``; the simulators honour them, a hosted API is never sent them)."""
+    return bool(target.force_output_length and item.force_length and target.kind != "openai")
+
+
 def build_body(
     target: TargetConfig, item: WorkItem, *, request_seed: int | None = None
 ) -> dict[str, Any]:
@@ -97,7 +103,7 @@ def build_body(
         body["temperature"] = target.temperature
     if request_seed is not None:
         body["seed"] = request_seed
-    if target.force_output_length and item.force_length and target.kind != "openai":
+    if forces_length(target, item):
         # vLLM sampling extras (the simulator honours them too); never sent to a hosted API.
         body["ignore_eos"] = True
         body["min_tokens"] = item.max_tokens
@@ -150,6 +156,7 @@ class ArmClient:
             output_text=output_text,
             secrets=secrets,
             count_fallback=count_fallback,
+            force_output_length=bool(target.force_output_length and target.kind != "openai"),
         )
         self._chat = target.api == "chat"
         self._path = endpoint_path(target)
