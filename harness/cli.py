@@ -21,6 +21,9 @@ commands:
   experiment [HYDRA OVERRIDES]   run an experiment (default: experiment=smoke); -m for sweeps
   report RUN_DIR                 (re)write summary.json, plots/, report.html, memo.md
   compare RUN_A RUN_B [-o DIR]   compare two runs side by side
+  cost RUN_DIR|SWEEP_DIR [KEY=VALUE ...]
+                                 recompute the cost section with other prices, traffic or
+                                 self-hosting settings (pricing.*, traffic.*, selfhost.*)
   sim --profile vllm|cloud ...   run the embedded simulator (see `harness sim --help`)
   worker --master-host H --master-port P   a load worker for distributed runs
 """
@@ -166,6 +169,13 @@ def cmd_report(argv: list[str]) -> int:
     return 0
 
 
+def cmd_cost(argv: list[str]) -> int:
+    """``harness cost DIR [KEY=VALUE ...]``: see :func:`harness.cost.cli.run_cost`."""
+    from harness.cost.cli import run_cost
+
+    return run_cost(argv)
+
+
 def cmd_compare(argv: list[str]) -> int:
     from harness.report import compare_runs
 
@@ -224,6 +234,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_report(rest)
         if cmd == "compare":
             return cmd_compare(rest)
+        if cmd == "cost":
+            return cmd_cost(rest)
         if cmd == "sweep-report":
             return cmd_sweep_report(rest)
         if cmd == "worker":

@@ -29,6 +29,8 @@ from urllib.parse import urlsplit
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from harness.cost.settings import PricingConfig, SelfHostConfig, TrafficConfig
+
 TARGET_KINDS = ("sim_vllm", "sim_cloud", "openai", "vllm")
 CLIENTS = ("auto", "lean", "sdk")
 OUTPUT_TEXT_MODES = ("keep", "hash", "drop")
@@ -92,11 +94,16 @@ class TargetConfig:
     api: str = "chat"  # chat | completions
     client: str = "auto"  # auto | lean | sdk
     force_output_length: bool = True  # send ignore_eos/min_tokens (vLLM and simulators)
+    stream: bool = True  # false: one JSON body per request (ttft_s = e2e_s, streamed=False)
+    # Largest SSE event (or non-streamed body) a client accepts; a bigger one ends the attempt
+    # as bad_response. 16 MiB: far above any real chunk (KBs even with logprobs), and bounds
+    # a hostile stream's memory and the CPU of parsing one event (~25 ms).
+    max_event_bytes: int = 16 * 1024 * 1024
     extra_body: dict[str, Any] = field(default_factory=dict)  # merged into each request body
     temperature: float = 0.0
     timeouts: TimeoutConfig = field(default_factory=TimeoutConfig)
     retry: RetryConfig = field(default_factory=RetryConfig)
-    max_connections: int = 4096
+    max_connections: int = 4096  # per arm across all load processes (split between them)
     scrape_metrics: bool | None = None  # None: on for vllm and simulators, off for openai
     metrics_interval_s: float = 2.0
     preflight: bool = True
@@ -144,9 +151,9 @@ class LoadConfig:
     rate: float = 2.0  # requests/s per logical arrival (mirrored: each arm gets this rate)
     burstiness: float = 1.0  # gamma shape; 1 = Poisson, <1 burstier, >1 smoother
     trace_path: str | None = None  # arrival=trace: file of timestamps (s) or JSONL with "t"
-    concurrency: int | None = None  # closed: users; open: cap on in-flight requests per arm
+    concurrency: int | None = None  # closed: users; open: in-flight cap per arm, all workers
     duration_s: float = 60.0
-    max_requests: int | None = None  # stop after this many arrivals
+    max_requests: int | None = None  # stop after this many arrivals (requests per arm)
     warmup_s: float = 0.0  # rows flagged phase=warmup
     cooldown_s: float = 0.0  # rows flagged phase=cooldown (last seconds of the run)
     shape: str = "none"  # none | ramp | steps | diurnal (multiplies rate over time)
@@ -206,6 +213,9 @@ class Config:
     load: LoadConfig = field(default_factory=LoadConfig)
     record: RecordConfig = field(default_factory=RecordConfig)
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig)
+    pricing: PricingConfig = field(default_factory=PricingConfig)  # API prices, billing
+    traffic: TrafficConfig = field(default_factory=TrafficConfig)  # the user's traffic
+    selfhost: SelfHostConfig = field(default_factory=SelfHostConfig)  # GPUs, fixed costs
     run_id: str | None = None  # default: UTC timestamp + short random suffix
     progress_interval_s: float = 5.0
 
@@ -292,6 +302,8 @@ def validate_target(name: str, t: TargetConfig) -> None:
             raise ConfigError(f"arms.{name}.timeouts.{key}: must be > 0")
     if t.max_connections < 1:
         raise ConfigError(f"arms.{name}.max_connections: must be >= 1, got {t.max_connections}")
+    if t.max_event_bytes < 1:
+        raise ConfigError(f"arms.{name}.max_event_bytes: must be >= 1, got {t.max_event_bytes}")
     if not t.metrics_interval_s > 0:
         raise ConfigError(
             f"arms.{name}.metrics_interval_s: must be > 0, got {t.metrics_interval_s}"
@@ -313,6 +325,24 @@ def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"{key}: {value!r} is not one of {', '.join(allowed)}")
 
 
+def load_processes(load: LoadConfig) -> int:
+    """Processes that send the load: 1 without workers, else the workers (the master sends none)."""
+    return max(1, load.workers + load.remote_workers)
+
+
+def check_connection_caps(load: LoadConfig, arms: dict[str, TargetConfig]) -> None:
+    """Each arm's ``max_connections`` can be split across the load processes (>= 1 each)."""
+    n_proc = load_processes(load)
+    for name, t in arms.items():
+        if t.max_connections < n_proc:
+            raise ConfigError(
+                f"arms.{name}.max_connections: the cap of {t.max_connections} connection(s) "
+                f"is split across the {n_proc} load processes (load.workers + "
+                f"load.remote_workers), at least one each: raise it to {n_proc} or use "
+                "fewer workers"
+            )
+
+
 def validate_load(load: LoadConfig) -> None:
     """Checks that need no files: modes, pairings, windows, worker counts."""
     _one_of("load.mode", load.mode, ("open", "closed"))
@@ -323,6 +353,20 @@ def validate_load(load: LoadConfig) -> None:
         raise ConfigError(f"load.concurrency: must be >= 1, got {load.concurrency}")
     if load.workers < 0 or load.remote_workers < 0:
         raise ConfigError("load.workers / load.remote_workers: must be >= 0")
+    n_proc = load_processes(load)
+    if load.mode == "open" and load.concurrency is not None and load.concurrency < n_proc:
+        raise ConfigError(
+            f"load.concurrency: the cap of {load.concurrency} request(s) in flight per arm is "
+            f"split across the {n_proc} load processes (load.workers + load.remote_workers), "
+            f"at least one each: raise it to {n_proc} or use fewer workers"
+        )
+    if load.mode == "closed" and load.concurrency is not None and load.concurrency < n_proc:
+        # locust deals the users out to the workers: one left without any would never finish
+        raise ConfigError(
+            f"load.concurrency: {load.concurrency} closed-loop user(s) for {n_proc} load "
+            "processes (load.workers + load.remote_workers) leaves a worker without users: "
+            f"raise it to {n_proc} or use fewer workers"
+        )
     if load.warmup_s + load.cooldown_s >= load.duration_s:
         raise ConfigError(
             f"load.warmup_s ({load.warmup_s}) + load.cooldown_s ({load.cooldown_s}) must be "
@@ -558,6 +602,12 @@ def validate_config(cfg: Any, root: Path | None = None) -> Config:
         raise ConfigError(f"progress_interval_s: must be > 0, got {typed.progress_interval_s}")
     check_reports_dir(reports_dir_of(typed.record, root), str(typed.experiment.name), typed.run_id)
     check_ports(typed.load)
+    from harness.cost.section import CostSettings, check_for_arms, check_settings
+
+    costs = CostSettings(typed.pricing, typed.traffic, typed.selfhost)
+    check_settings(costs)
+    targets = {str(n): resolve_arm(str(n), a) for n, a in typed.arms.items()}
+    check_for_arms(costs, {n: (t.kind, t.model) for n, t in targets.items()})
     return typed
 
 

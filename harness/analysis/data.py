@@ -56,7 +56,13 @@ _FLOAT_COLUMNS = (
     "tpot_s",
     "prompt_tokens",
     "completion_tokens",
+    "requested_max_tokens",
+    "cached_tokens",
 )
+#: Categorical columns the run checks read (:mod:`harness.analysis.checks`): RunData.labels.
+_LABEL_COLUMNS = ("client", "tokens_source", "prompt_tokens_source")
+#: Boolean columns the run checks read: RunData.flags (null = unknown, e.g. an older file).
+_FLAG_COLUMNS = ("forced_length", "streamed")
 _TIME_COLUMNS = ("t_scheduled", "t_sent", "t_first_token", "t_end", "t_arrival")
 #: Latency columns checked for impossible values on load (negative, infinite, or missing on an
 #: ok row): such rows are named in a caveat and left out of the latency statistics.
@@ -74,6 +80,8 @@ _MAIN_COLUMNS = (
     "itl_s",
     *_TIME_COLUMNS,
     *_FLOAT_COLUMNS,
+    *_LABEL_COLUMNS,
+    *_FLAG_COLUMNS,
 )
 
 
@@ -212,6 +220,12 @@ class RunData:
     #: rows whose latencies the data checks rejected (None: none); left out of latency
     #: statistics and of goodput (neither a hit nor a miss), kept in counts and failure rates
     rejected: np.ndarray | None = None
+    #: categorical columns (``client``, ``tokens_source``, ``prompt_tokens_source``): name ->
+    #: (values, int16 code per row into them; -1 = null)
+    labels: dict[str, tuple[list[str], np.ndarray]] = field(default_factory=dict)
+    #: boolean columns (``forced_length``, ``streamed``): int8 per row, 1 true, 0 false,
+    #: -1 unknown (null: a file older than the column, or a row that never got the value)
+    flags: dict[str, np.ndarray] = field(default_factory=dict)
     cache: dict[Any, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
@@ -220,6 +234,36 @@ class RunData:
 
     def arm_mask(self, arm: str) -> np.ndarray:
         return self.arm == self.arms.index(arm)
+
+    def label_rows(self, column: str, value: str) -> np.ndarray:
+        """Rows whose categorical ``column`` (:data:`_LABEL_COLUMNS`) equals ``value``."""
+        names, codes = self.labels.get(column, ([], None))
+        if codes is None or value not in names:
+            return np.zeros(self.n_rows, bool)
+        return codes == names.index(value)
+
+    def flag(self, column: str) -> np.ndarray:
+        """int8 per row of boolean ``column`` (:data:`_FLAG_COLUMNS`): 1, 0, -1 unknown."""
+        v = self.flags.get(column)
+        return v if v is not None else np.full(self.n_rows, -1, np.int8)
+
+    def request_ids_at(self, rows: np.ndarray | list[int]) -> list[str | None]:
+        """``request_id`` of the given rows (positions in load order), read back from the part
+        files (one pass over that column): for naming a few rows in a caveat."""
+        want = np.unique(np.asarray(rows, np.int64))
+        found: dict[int, str | None] = {}
+        offset = 0
+        phases = tuple(self.analysis.include_phases)
+        parts = iter_request_parts(self.run_dir, ("request_id",), phases) if want.size else ()
+        for part in parts:
+            n = part.num_rows
+            col = part.column("request_id")
+            for r in want[(want >= offset) & (want < offset + n)].tolist():
+                found[r] = col[r - offset].as_py()
+            offset += n
+            if offset > want[-1]:
+                break
+        return [found.get(int(r)) for r in rows]
 
     def error_rows(self, error_type: str) -> np.ndarray:
         """Rows that failed with ``error_type`` (cached: several statistics ask)."""
@@ -433,6 +477,7 @@ def load_run(
         arm_index.setdefault(str(name), len(arm_index))
     slice_index: dict[str | None, int] = {}
     err_index: dict[str | None, int] = {}
+    label_index: dict[str, dict[str | None, int]] = {k: {} for k in _LABEL_COLUMNS}
     pieces: dict[str, list[np.ndarray]] = {k: [] for k in _MAIN_COLUMNS}
     rid_chunks: list[pa.Array] = []
     ref: int | None = None
@@ -460,6 +505,11 @@ def load_run(
             pieces[name].append(_times(part.column(name), ref))
         for name in _FLOAT_COLUMNS:
             pieces[name].append(_floats(part.column(name)))
+        for name in _LABEL_COLUMNS:
+            pieces[name].append(_codes(part.column(name), label_index[name]))
+        for name in _FLAG_COLUMNS:
+            flag = pc.fill_null(part.column(name).cast(pa.int8()), -1)
+            pieces[name].append(flag.to_numpy().astype(np.int8, copy=False))
         del part
 
     def cat(name: str, dtype) -> np.ndarray:
@@ -475,6 +525,11 @@ def load_run(
     request, request_ids = _request_codes(rid_chunks)
     del rid_chunks
     cols = {name: cat(name, np.float64) for name in (*_TIME_COLUMNS, *_FLOAT_COLUMNS)}
+    labels = {}
+    for name in _LABEL_COLUMNS:
+        names, codes = _relabel(label_index[name], cat(name, np.int16), None, keep_order=False)
+        labels[name] = (names, codes.astype(np.int16, copy=False))
+    flags = {name: cat(name, np.int8) for name in _FLAG_COLUMNS}
 
     # Normalise codes: arms keep manifest order; a null arm becomes "(unknown)".
     arms, arm_codes = _relabel(arm_index, arm_codes, "(unknown)", keep_order=True)
@@ -546,6 +601,8 @@ def load_run(
         samples=_sample_texts(run_dir, phases, arms),
         notes=notes,
         rejected=rejected,
+        labels=labels,
+        flags=flags,
     )
     if not manifest:
         data.notes.append(f"{run_dir / 'manifest.json'} is missing: defaults were used.")

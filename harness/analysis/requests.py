@@ -52,6 +52,7 @@ class LogicalRequests:
     ttft_s: np.ndarray  # request_ttft_s; +inf for failed, NaN for cancelled
     e2e_s: np.ndarray  # request_e2e_s; +inf for failed, NaN for cancelled
     tpot_s: np.ndarray  # TPOT of the final attempt (NaN when not measurable or not ok)
+    of_row: np.ndarray  # int64 per row of the data: the index of its logical request
 
     @property
     def n(self) -> int:
@@ -68,7 +69,7 @@ def logical_requests(data: RunData) -> LogicalRequests:
         e = np.empty(0)
         res = LogicalRequests(*(e.astype(t) for t in (np.int16, np.int16, np.int64, np.int64,
                                                       np.int32, np.int8, np.int16)),
-                              e, e, e, e)  # fmt: skip
+                              e, e, e, e, e.astype(np.int64))  # fmt: skip
         data.cache[key] = res  # type: ignore[assignment]
         return res
     c = data.cols
@@ -79,7 +80,11 @@ def logical_requests(data: RunData) -> LogicalRequests:
     order = np.argsort(sort_key)
     del sort_key
     arm_s, req_s = data.arm[order], data.request[order]
-    starts = np.flatnonzero(np.r_[True, (arm_s[1:] != arm_s[:-1]) | (req_s[1:] != req_s[:-1])])
+    is_start = np.r_[True, (arm_s[1:] != arm_s[:-1]) | (req_s[1:] != req_s[:-1])]
+    starts = np.flatnonzero(is_start)
+    of_row = np.empty(n, np.int64)
+    of_row[order] = np.cumsum(is_start) - 1
+    del is_start
     ends = np.r_[starts[1:], n] - 1
     first, final = order[starts], order[ends]
     attempts = (ends - starts + 1).astype(np.int32)
@@ -112,6 +117,7 @@ def logical_requests(data: RunData) -> LogicalRequests:
         ttft_s=ttft,
         e2e_s=e2e,
         tpot_s=tpot,
+        of_row=of_row,
     )
     data.cache[key] = res  # type: ignore[assignment]
     return res

@@ -1,18 +1,32 @@
 """The per-process load engine: turns the arrival schedule into requests to every arm.
 
 One engine lives in each load process (the local process, or each locust worker). It owns
-the arm clients, the workload, the request writer and the greenlets in flight. Locust users
-(:mod:`harness.load.users`) call into it:
+the arm clients, the workload, the request writer (in a locust worker, the row shipper that
+sends its rows to the master: :mod:`harness.record.shipping`) and the greenlets in flight.
+Locust users (:mod:`harness.load.users`) call into it:
 
 - open loop: one pacer per process walks the shared, seeded schedule and takes arrivals
   ``i % n_workers == worker_index``, so N workers deliver the configured total rate, not N
   times it. Each arrival is sent at its absolute target time (``t0 + offset``), never after a
   relative sleep, so delays do not accumulate; if the process falls behind, the lag is
   recorded as ``queue_delay_s`` (latency is also measured from ``t_scheduled``).
-- closed loop: each user sends, waits for the answer(s), and sends again.
+- closed loop: each user runs one loop per arm it drives (mirrored: every arm; independent:
+  one arm); a loop sends, waits for the answer, and sends again, never waiting for another
+  arm, so a slow arm does not throttle a fast one. Every arm's loops walk the same item-index
+  sequence (this process's ``k``-th request to any arm is index ``k * n_workers +
+  worker_index``), so the requests for index ``i`` carry the same item, ``sample_id`` and
+  ``pair_id`` on every arm, whenever each arm gets to it.
 
-Pairing ``mirrored`` sends each arrival to every arm at the same moment in a random order
-(same ``pair_id`` and ``sample_id``); ``independent`` gives each arm its own schedule.
+Pairing ``mirrored`` sends each open-loop arrival to every arm at the same moment in a random
+order (same ``pair_id`` and ``sample_id``); ``independent`` gives each arm its own schedule.
+
+Caps: ``load.concurrency`` (open loop, per arm) and each arm's ``max_connections`` hold across
+the whole run, so each process enforces its share (:func:`harness.load.spec.process_share`).
+
+``arrivals`` (in :meth:`LoadEngine.stats`, the manifest's ``load_processes``) counts logical
+arrivals this process began: an item index sent to one or more arms counts once for a
+mirrored run (open or closed) and once per arm's stream for an independent one;
+``requests_by_arm`` counts the logical requests (first attempts) begun per arm.
 """
 
 from __future__ import annotations
@@ -22,6 +36,7 @@ import random
 import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +46,9 @@ import gevent.lock
 import gevent.pool
 
 from harness.load.arrivals import build_schedule, phase_of
-from harness.load.spec import RunSpec
+from harness.load.spec import RunSpec, process_share
 from harness.record.schema import RequestRecord
+from harness.record.shipping import RowShipper
 from harness.record.writer import RequestWriter, warm_up_parquet
 from harness.targets import clock, make_arm_client
 from harness.workloads import build_workload
@@ -52,6 +68,7 @@ class LoadEngine:
         worker_index: int = 0,
         n_workers: int = 1,
         on_record: RecordListener | None = None,
+        writer: RequestWriter | RowShipper | None = None,
     ) -> None:
         self.spec = spec
         self.worker_index = worker_index
@@ -60,20 +77,30 @@ class LoadEngine:
         self.root = Path(spec.project_root)
         self.load = spec.load
         self.workload = build_workload(spec.workload, self.root)
-        self.writer = RequestWriter(
-            Path(spec.run_dir),
-            prefix=f"w{worker_index}",
-            flush_interval_s=spec.record.flush_interval_s,
-            flush_rows=spec.record.flush_rows,
-            auto_flush=False,  # the flusher greenlet writes parts in a real OS thread
-        )
-        warm_up_parquet()
+        # a locust worker ships its rows to the master (`writer`: a RowShipper) and writes
+        # nothing itself; the local process writes its own part files
+        self.writer = writer
+        if self.writer is None:
+            self.writer = RequestWriter(
+                Path(spec.run_dir),
+                prefix=f"w{worker_index}",
+                flush_interval_s=spec.record.flush_interval_s,
+                flush_rows=spec.record.flush_rows,
+                auto_flush=False,  # the flusher greenlet writes parts in a real OS thread
+            )
+            warm_up_parquet()
         self._warm_up_tokenizers()
         self.arm_names = list(spec.arms)
         self.clients = {
             arm: make_arm_client(
                 arm,
-                target,
+                # this process's share of the arm's connection slots (they hold run-wide)
+                replace(
+                    target,
+                    max_connections=process_share(
+                        target.max_connections, self.n_workers, worker_index
+                    ),
+                ),
                 run_id=spec.run_id,
                 experiment=spec.experiment,
                 output_text=spec.record.output_text,
@@ -83,8 +110,11 @@ class LoadEngine:
             for arm, target in spec.arms.items()
         }
         cap = self.load.concurrency if self.load.mode == "open" else None
-        # open loop with a cap: at most `concurrency` requests in flight per arm; arrivals over
-        # the cap wait (and that wait is recorded as queue_delay_s).
+        # open loop with a cap: at most `concurrency` requests in flight per arm across all
+        # processes (this one holds its share); arrivals over the cap wait (and that wait is
+        # recorded as queue_delay_s).
+        if cap:
+            cap = process_share(cap, self.n_workers, worker_index)
         self.arm_caps = {
             arm: gevent.lock.BoundedSemaphore(cap) if cap else None for arm in self.arm_names
         }
@@ -95,8 +125,10 @@ class LoadEngine:
         self.t0_ns: int | None = None
         self._perf_anchor = 0
         self.counts: dict[str, Counter[str]] = defaultdict(Counter)
-        self.arrivals = 0
-        self._closed_counter = 0
+        self.arrivals = 0  # logical arrivals begun (see the module docstring)
+        self.requests_by_arm: Counter[str] = Counter()  # first attempts begun, per arm
+        self._closed_next: Counter[str] = Counter()  # closed loop: each arm's next k
+        self._closed_seen = 0  # closed loop, mirrored: item indices begun by any arm
         self._closed_active = 0
         self._closed_users = 0
         self._paced = False
@@ -152,6 +184,12 @@ class LoadEngine:
     def flush_off_loop(self, only_if_due: bool = False) -> None:
         """Write buffered rows in gevent's thread pool: fsync never stalls the sends."""
         if only_if_due and not self.writer.due():
+            return
+        if not self.writer.blocking_io:  # rows shipped to the master: quick sends, this loop
+            try:
+                self.writer.flush()
+            except Exception:  # the unsent messages stay queued, in order, for the next flush
+                log.exception("sending request records to the master failed; will retry")
             return
         batch = self.writer.take()
         if batch is None:
@@ -232,6 +270,7 @@ class LoadEngine:
     def _dispatch(self, i: int, arms: list[str], t_sched_ns: int, phase: str, stream: int) -> None:
         item = self.workload.item(i)
         self.arrivals += 1
+        self.requests_by_arm.update(arms)
         mirrored = len(arms) > 1 or stream == 0
         pair_id = f"p{i:09d}" if mirrored else None
         order = list(arms)
@@ -244,7 +283,7 @@ class LoadEngine:
     # -- closed loop ---------------------------------------------------------------------
 
     def run_closed_user(self) -> None:
-        """One closed-loop user: send (to every arm, mirrored), wait, repeat until the end."""
+        """One closed-loop user: its loop(s) send, wait for the answer, repeat until the end."""
         self.wait_started()
         self._closed_active += 1
         user = self._closed_users  # this user's ordinal in this process
@@ -262,12 +301,34 @@ class LoadEngine:
                 self.done.set()
 
     def _closed_loop(self, user: int) -> None:
+        """Mirrored: one loop per arm, none waiting for another; independent: one arm's loop."""
+        if self.load.pairing == "independent":
+            # each user keeps to one arm, so arms get equal concurrency
+            n = len(self.arm_names)
+            self._closed_arm_loop(self.arm_names[(user * self.n_workers + self.worker_index) % n])
+            return
+        arms = list(self.arm_names)  # which arm's loop starts first: seeded, per user
+        random.Random(self.spec.seed * 1_000_003 + user * self.n_workers + self.worker_index
+                      ).shuffle(arms)  # fmt: skip
+        loops = [gevent.spawn(self._closed_arm_loop, arm) for arm in arms]
+        try:
+            gevent.joinall(loops, raise_error=True)
+        finally:
+            gevent.killall(loops)  # a failed or killed user leaves no loop of its own sending
+
+    def _closed_arm_loop(self, arm: str) -> None:
+        """Send to ``arm``, wait for the answer, repeat; ends at ``duration_s`` or once this
+        arm reached ``max_requests`` (counted per arm, across all processes).
+
+        The arm's ``k``-th request in this process (over all its users) is item index
+        ``k * n_workers + worker_index``, the same index on every arm, so a mirrored run pairs
+        the arms' requests for each index (``pair_id``) whatever their speeds.
+        """
         load = self.load
-        # independent pairing: each user keeps to one arm, so arms get equal concurrency
-        own_arm = self.arm_names[(user * self.n_workers + self.worker_index) % len(self.arm_names)]
+        mirrored = load.pairing != "independent"
         while not self.stop_event.is_set():
-            k = self._closed_counter
-            self._closed_counter += 1
+            k = self._closed_next[arm]
+            self._closed_next[arm] += 1
             i = k * self.n_workers + self.worker_index
             if load.max_requests is not None and i >= load.max_requests:
                 break
@@ -276,22 +337,17 @@ class LoadEngine:
                 break
             t_sched = clock.now_ns()
             item = self.workload.item(i)
-            self.arrivals += 1
-            phase = phase_of(elapsed, load)
-            if load.pairing == "independent":
-                arms = [own_arm]
-                pair_id = None
-            else:
-                arms = list(self.arm_names)
-                random.Random(self.spec.seed * 1_000_003 + i).shuffle(arms)
-                pair_id = f"p{i:09d}"
-            jobs = [
-                self.inflight.spawn(
-                    self._send, arm, item, f"{arm}-{i:09d}", pair_id, t_sched, phase
-                )
-                for arm in arms
-            ]
-            gevent.joinall(jobs)
+            if not mirrored:
+                self.arrivals += 1  # each arm is its own stream
+            elif k >= self._closed_seen:  # the first arm to begin index i: one arrival
+                self._closed_seen = k + 1
+                self.arrivals += 1
+            self.requests_by_arm[arm] += 1
+            pair_id = f"p{i:09d}" if mirrored else None
+            rid = f"{arm}-{i:09d}"
+            self.inflight.spawn(
+                self._send, arm, item, rid, pair_id, t_sched, phase_of(elapsed, load)
+            ).join()
 
     # -- one logical request -------------------------------------------------------------
 
@@ -389,6 +445,7 @@ class LoadEngine:
         return {
             "worker": self.worker_index,
             "arrivals": self.arrivals,
+            "requests_by_arm": dict(self.requests_by_arm),
             "rows": self.writer.rows_written + self.writer.pending,
             "counts": {arm: dict(c) for arm, c in self.counts.items()},
             "failure": self.failure,

@@ -37,6 +37,7 @@ from typing import Any
 
 import gevent
 from locust.env import Environment
+from locust.runners import STATE_MISSING
 from omegaconf import DictConfig, OmegaConf
 
 from harness import redaction
@@ -47,6 +48,7 @@ from harness.config import (
     RecordConfig,
     TargetConfig,
     WorkloadConfig,
+    check_connection_caps,
     project_root,
     resolve_arm,
     validate_config,
@@ -57,9 +59,17 @@ from harness.load.arrivals import build_schedule
 from harness.load.engine import LoadEngine
 from harness.load.spec import RunSpec
 from harness.load.users import ClosedLoopUser, PacerUser, install_engine
-from harness.record.manifest import RunManifest, make_run_dir, new_run_id, point_latest
+from harness.record.manifest import (
+    RunManifest,
+    iso_from_ns,
+    make_run_dir,
+    new_run_id,
+    point_latest,
+    utc_now_iso,
+)
 from harness.record.schema import RequestRecord
-from harness.record.writer import MetricsWriter
+from harness.record.shipping import ROWS_MESSAGE, RowCollector
+from harness.record.writer import MetricsWriter, warm_up_parquet
 from harness.workloads import build_workload
 
 log = logging.getLogger(__name__)
@@ -244,6 +254,10 @@ class ExperimentRun:
         self.done_workers: dict[int, dict[str, Any]] = {}
         self.ready_workers: set[int] = set()
         self.worker_failures: list[str] = []
+        self.worker_nodes: dict[int, dict[str, Any]] = {}  # harness_ready: node id, pid, host
+        self.lost_workers: dict[int, dict[str, Any]] = {}  # died mid-run, never said done
+        self.collector: RowCollector | None = None  # distributed: the workers' rows land here
+        self._row_flusher: gevent.Greenlet | None = None
         self._signal_handles: list[Any] = []
         self._phase = "startup"  # startup -> load -> teardown -> done (what a signal does)
         self._signals = 0
@@ -269,6 +283,7 @@ class ExperimentRun:
         if load.mode == "open":
             next(iter(build_schedule(load, self.root).offsets()), None)
         self.arms = resolve_arms(cfg, self.root / "configs")
+        check_connection_caps(load, self.arms)  # each load process gets a share of each cap
         check_api_keys(self.arms)
         # Every key this run knows of is masked in whatever it writes from here on.
         redaction.register_targets(self.arms)
@@ -468,6 +483,18 @@ class ExperimentRun:
                 load.master_bind_host, load.master_port or _free_port()
             )
             port = runner.master_bind_port
+            # Workers write nothing: their rows arrive as messages, and this process writes
+            # them (one part-file prefix per worker), so no load machine needs this disk.
+            self.collector = RowCollector(
+                self.run_dir,
+                flush_interval_s=spec.record.flush_interval_s,
+                flush_rows=spec.record.flush_rows,
+                on_writer=lambda w: guard_disk_full(w, "request records", self._on_disk_full),
+            )
+            warm_up_parquet()
+            runner.register_message(ROWS_MESSAGE, self._on_worker_rows)
+            self._row_flusher = gevent.spawn(self._flush_rows_loop, spec.record.flush_interval_s)
+            self.stack.callback(self._stop_row_flusher)
             runner.register_message("harness_done", self._on_worker_done)
             runner.register_message("harness_ready", self._on_worker_ready)
             runner.register_message("harness_failed", self._on_worker_failed)
@@ -531,8 +558,10 @@ class ExperimentRun:
             while True:
                 if engine is not None and engine.done.is_set():
                     break
-                if distributed and len(self.done_workers) >= spec.n_workers:
-                    break
+                if distributed:
+                    self._check_lost_workers(runner)
+                    if len(self.done_workers) + len(self.lost_workers) >= spec.n_workers:
+                        break  # a lost worker's share is not waited for
                 if self.disk_error is not None:
                     self.stop_reason = self.stop_reason or "disk full"
                     print(f"stopping: {self.disk_error}", flush=True)
@@ -569,7 +598,119 @@ class ExperimentRun:
             gevent.sleep(0.05)
 
     def _on_worker_ready(self, environment: Environment, msg: Any, **kw: Any) -> None:
-        self.ready_workers.add(int((msg.data or {}).get("worker", -1)))
+        data = msg.data or {}
+        index = int(data.get("worker", -1))
+        self.ready_workers.add(index)
+        local = data.get("host") == socket.gethostname()
+        proc = next((p for p in self.worker_procs if local and p.pid == data.get("pid")), None)
+        self.worker_nodes[index] = {
+            "node_id": msg.node_id,
+            "host": data.get("host"),
+            "pid": data.get("pid"),
+            "proc": proc,  # a worker this process started: its exit is seen at once
+        }
+
+    def _on_worker_rows(self, environment: Environment, msg: Any, **kw: Any) -> None:
+        """A worker's rows: buffered here (cheap), written by the row flusher."""
+        assert self.collector is not None
+        try:
+            self.collector.receive(msg.data)
+        except ValueError as exc:  # another harness version on the worker: stop, say so
+            error = f"a locust worker sent rows this master cannot read: {exc}"
+            if error not in self.worker_failures:
+                self.worker_failures.append(error)
+            self.stop_reason = self.stop_reason or error
+
+    def _flush_rows_loop(self, interval_s: float) -> None:
+        """Write the workers' due rows in gevent's thread pool: fsync never stalls the loop."""
+        assert self.collector is not None
+        pool = gevent.get_hub().threadpool
+        while self._row_flusher is not None:
+            gevent.sleep(min(0.25, interval_s / 4))
+            try:
+                self.collector.flush(pool.apply, only_if_due=True)
+            except Exception:  # the batch was put back: the next flush retries it
+                log.exception("writing request records failed; will retry")
+
+    def _stop_row_flusher(self) -> None:
+        flusher, self._row_flusher = self._row_flusher, None
+        if flusher is not None:
+            flusher.join(timeout=30)  # a write in progress finishes: never kill it
+
+    def _close_collector(self) -> None:
+        """Write every row the workers sent, before the manifest closes and the report reads."""
+        if self.collector is None:
+            return
+        self._stop_row_flusher()
+        try:
+            self.collector.flush(gevent.get_hub().threadpool.apply)
+        except Exception as exc:
+            log.error("writing the workers' last request records failed: %s", exc)
+            self.failures.append(f"writing the last request records failed: {exc}")
+
+    def _check_lost_workers(self, runner: Any) -> None:
+        """Notice a worker that died mid-run (SIGKILL, its machine gone): it never says done.
+
+        A worker this process started: its process exited. Any worker: locust's heartbeat
+        check marked it missing (no heartbeat for about 3 s), or it left. One whose heartbeat
+        comes back is not lost (its rows were kept all along).
+        """
+        for index, node in self.worker_nodes.items():
+            if index in self.done_workers:
+                continue
+            client = runner.clients.get(node["node_id"])
+            proc = node["proc"]
+            if proc is not None and proc.poll() is not None:
+                reason = f"its process exited with code {proc.returncode}"
+            elif client is None:
+                reason = "it left the master without reporting its end"
+            elif client.state == STATE_MISSING:
+                reason = "no heartbeat for about 3 s (locust marked it missing)"
+            else:
+                self._unlose_worker(index)
+                continue
+            if index not in self.lost_workers:
+                self._lose_worker(index, reason)
+
+    def _lose_worker(self, index: int, reason: str) -> None:
+        node = self.worker_nodes.get(index, {})
+        got = self.collector.received.get(index) if self.collector is not None else None
+        last = iso_from_ns(got.last_rows_ns) if got is not None else None
+        self.lost_workers[index] = {
+            "worker": index,
+            "host": node.get("host"),
+            "pid": node.get("pid"),
+            "reason": reason,
+            "lost_at": utc_now_iso(),
+            "last_rows_at": last,
+        }
+        print(
+            f"locust worker {index} lost mid-run: {reason}; the run goes on without its share "
+            f"(its rows up to {last or 'the start'} are kept)",
+            flush=True,
+        )
+
+    def _unlose_worker(self, index: int) -> None:
+        if self.lost_workers.pop(index, None) is not None:
+            print(f"locust worker {index} is back (it was only slow): not lost", flush=True)
+
+    def _degraded(self) -> dict[str, Any]:
+        """The manifest's ``degraded`` / ``lost_workers`` (/ ``missing_row_messages``)."""
+        col = self.collector
+        lost = [
+            {**e, "rows_received": col.received[w].rows if col and w in col.received else 0}
+            for w, e in sorted(self.lost_workers.items())
+        ]
+        missing = {}
+        if col is not None:
+            for w, st in sorted(self.done_workers.items()):
+                n = col.missing(w, st.get("rows_seq"))
+                if n:
+                    missing[str(w)] = n
+        out: dict[str, Any] = {"degraded": bool(lost or missing), "lost_workers": lost}
+        if missing:
+            out["missing_row_messages"] = missing
+        return out
 
     def _on_worker_failed(self, environment: Environment, msg: Any, **kw: Any) -> None:
         error = str((msg.data or {}).get("error", "unknown error"))
@@ -588,7 +729,9 @@ class ExperimentRun:
 
     def _on_worker_done(self, environment: Environment, msg: Any, **kw: Any) -> None:
         data = msg.data or {}
-        self.done_workers[int(data.get("worker", len(self.done_workers)))] = data
+        index = int(data.get("worker", len(self.done_workers)))
+        self.done_workers[index] = data  # its rows came before this message
+        self._unlose_worker(index)
         if data.get("failure"):  # e.g. its disk is full: stop the other workers too
             self.stop_reason = self.stop_reason or f"a locust worker failed: {data['failure']}"
 
@@ -663,13 +806,25 @@ class ExperimentRun:
             if self.stop_reason is not None:
                 runner.send_message("harness_stop", {})
                 deadline = time.monotonic() + 10
-                while len(self.done_workers) < spec.n_workers and time.monotonic() < deadline:
+                while (
+                    len(self.done_workers) + len(self.lost_workers) < spec.n_workers
+                    and time.monotonic() < deadline
+                ):
+                    self._check_lost_workers(runner)
                     gevent.sleep(0.1)
+                for index in self.worker_nodes.keys() - self.done_workers.keys():
+                    if index not in self.lost_workers:
+                        self._lose_worker(
+                            index, "it did not report its end within 10 s of the stop"
+                        )
             runner.quit()
             for p in self.worker_procs:
                 _reap(p, grace_s=15)
             self.worker_procs.clear()
+            self._close_collector()  # every row received is on disk before the report
             self.engine_stats = list(self.done_workers.values())
+            if self.lost_workers and not self.done_workers:
+                self.failures.append("every locust worker was lost mid-run")
         failures = [st["failure"] for st in self.engine_stats if st.get("failure")]
         failures += self.worker_failures
         if self.disk_error is not None and self.disk_error not in failures:
@@ -728,9 +883,15 @@ class ExperimentRun:
                 error=error,
                 stop_reason=self.stop_reason,
                 load_processes=self.engine_stats,
+                **self._degraded(),
             )
             raise RunError(f"the load failed: {error} (rows recorded so far are in {self.run_dir})")
-        self.manifest.finish(status, stop_reason=self.stop_reason, load_processes=self.engine_stats)
+        self.manifest.finish(
+            status,
+            stop_reason=self.stop_reason,
+            load_processes=self.engine_stats,
+            **self._degraded(),
+        )
         return self.run_dir
 
 

@@ -16,6 +16,24 @@ from omegaconf import OmegaConf
 from harness.config import LoadConfig, RecordConfig, TargetConfig, WorkloadConfig
 
 
+def process_share(total: int, n_processes: int, index: int) -> int:
+    """Load process ``index``'s share of a cap that holds per arm across the whole run.
+
+    ``load.concurrency`` (open loop) and ``arms.<arm>.max_connections`` bound one arm across
+    all ``n_processes`` load processes, but each process enforces its own slots, so each
+    gets ``total // n`` plus one for the first ``total % n`` processes: the shares sum to
+    ``total`` and differ by at most one. A process cannot borrow another's idle slots, so a
+    cap split this way binds a little earlier than one shared pool would. A cap below the
+    number of processes cannot be split (a process with no slot could send nothing); the
+    config checks refuse it before the run (:func:`harness.config.validate_load`).
+    """
+    if n_processes < 1 or not 0 <= index < n_processes:
+        raise ValueError(f"load process {index} is not one of {n_processes}")
+    if total < n_processes:
+        raise ValueError(f"a cap of {total} cannot be split across {n_processes} load processes")
+    return total // n_processes + (1 if index < total % n_processes else 0)
+
+
 @dataclass
 class RunSpec:
     run_id: str

@@ -3,7 +3,8 @@
 Locust spawns the users (locally, or across worker processes in distributed mode) and
 collects their statistics for its console and web UI; the engine decides what is sent when.
 ``PacerUser``: one per process, walks the open-loop schedule. ``ClosedLoopUser``: one per
-concurrent closed-loop client.
+concurrent closed-loop client (``load.concurrency`` of them across all processes); with
+mirrored pairing each runs one loop per arm, so every arm sees ``concurrency`` clients.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class PacerUser(User):
 
 
 class ClosedLoopUser(User):
-    """One closed-loop client: send, wait for the answer(s), send again."""
+    """One closed-loop client: per arm it drives, send, wait for the answer, send again."""
 
     wait_time = constant(0)
 

@@ -2,13 +2,15 @@
 
 It connects to the master and learns its worker index. The master's ``harness_spec``
 message carries the resolved run spec: the worker builds its own :class:`LoadEngine` (own
-clients, own part files ``w<index>-part-*.parquet``) and answers ``harness_ready``; once all
-workers are ready, ``harness_t0`` fixes the common start time, and each worker runs its share
-of the one coordinated schedule.
-``--run-dir`` redirects its part files (a worker on another machine writes locally; copy
-``requests/w<index>-part-*`` into the run directory afterwards, the names never collide).
+clients) and answers ``harness_ready``; once all workers are ready, ``harness_t0`` fixes the
+common start time, and each worker runs its share of the one coordinated schedule.
+It writes nothing to disk: its rows go to the master in ``harness_rows`` messages every
+``record.flush_interval_s`` (:mod:`harness.record.shipping`), the last ones before
+``harness_done``, and the master writes them into its run directory, so the load machines
+need neither a shared filesystem nor the master's paths (relative data paths are read from
+this worker's own checkout). ``--run-dir`` is accepted for old scripts and ignored.
 SIGINT/SIGTERM stop it gracefully: requests in flight get a short grace, then everything
-is flushed; a second signal cancels what is still in flight at once (still flushed).
+is sent; a second signal cancels what is still in flight at once (still sent).
 ``--exit-with-parent`` (set by a master that spawns its local workers) makes it stop the
 same way within about a second when the process that started it dies, however it died
 (SIGKILL included): it never keeps sending a schedule nobody records the end of.
@@ -23,6 +25,7 @@ import argparse
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -31,22 +34,31 @@ import gevent.event
 from locust.env import Environment
 
 from harness import redaction
+from harness.config import project_root
 from harness.load.engine import LoadEngine
-from harness.load.runner import fire_locust_event, guard_disk_full
+from harness.load.runner import fire_locust_event
 from harness.load.spec import RunSpec
 from harness.load.users import ClosedLoopUser, PacerUser, install_engine
+from harness.record.shipping import ROWS_MESSAGE, RowShipper
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="harness worker", description="a locust load worker")
     ap.add_argument("--master-host", default="127.0.0.1")
     ap.add_argument("--master-port", type=int, default=5557)
-    ap.add_argument("--run-dir", default=None, help="write part files here instead")
+    ap.add_argument("--run-dir", default=None, help=argparse.SUPPRESS)  # deprecated, ignored
     ap.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     logging.basicConfig(
         level=logging.WARNING, format="%(asctime)s worker %(levelname)s %(name)s: %(message)s"
     )
+    if args.run_dir:
+        print(
+            "harness worker: --run-dir is ignored: workers send their rows to the master, "
+            "which writes them into its run directory",
+            file=sys.stderr,
+            flush=True,
+        )
 
     # Both user classes are known; the master spawns only the one its load mode uses.
     env = Environment(user_classes=[PacerUser, ClosedLoopUser], events=locust.events)
@@ -54,31 +66,36 @@ def main(argv: list[str] | None = None) -> int:
     index = max(0, runner.worker_index)
     ready = gevent.event.Event()
     holder: dict[str, LoadEngine] = {}
-    disk_full: list[str] = []  # appended from the writer's thread
 
     def on_spec(environment: Environment, msg: Any, **kw: Any) -> None:
         """Phase 1: build the engine (clients, workload, warm-ups), then report ready."""
         try:
             spec = RunSpec.from_dict(msg.data["spec"])
-            redaction.register_targets(spec.arms)  # this process writes rows and logs too
-            if args.run_dir:
-                spec.run_dir = args.run_dir
+            redaction.register_targets(spec.arms)  # this process sends rows and writes logs
+            spec.project_root = str(project_root())  # relative data paths: this checkout's
+            shipper = RowShipper(
+                lambda message: runner.send_message(ROWS_MESSAGE, message),
+                worker=index,
+                flush_interval_s=spec.record.flush_interval_s,
+                flush_rows=spec.record.flush_rows,
+            )
             engine = LoadEngine(
                 spec,
                 worker_index=index,
                 n_workers=spec.n_workers,
                 on_record=lambda r: fire_locust_event(env, r),
+                writer=shipper,
             )
         except Exception as exc:  # tell the master at once instead of leaving it waiting
             logging.getLogger(__name__).exception("worker %d could not start", index)
             runner.send_message("harness_failed", {"worker": index, "error": f"{exc}"})
             return
-        guard_disk_full(engine.writer, "request records", disk_full.append)
         install_engine(engine)
         engine.start_flusher()
         holder["engine"] = engine
-        gevent.spawn(_stop_on_disk_full, engine, disk_full)
-        runner.send_message("harness_ready", {"worker": index})
+        runner.send_message(
+            "harness_ready", {"worker": index, "pid": os.getpid(), "host": socket.gethostname()}
+        )
 
     def on_t0(environment: Environment, msg: Any, **kw: Any) -> None:
         """Phase 2: the common start time; the pacer starts at t0."""
@@ -100,10 +117,12 @@ def main(argv: list[str] | None = None) -> int:
         engine = holder["engine"]
         engine.done.wait()
         try:
-            engine.writer.flush()
+            engine.writer.flush()  # every row goes out before harness_done (same connection)
         except Exception as exc:
-            engine.failure = engine.failure or f"writing request records failed: {exc}"
-        runner.send_message("harness_done", engine.stats())
+            engine.failure = (
+                engine.failure or f"sending request records to the master failed: {exc}"
+            )
+        runner.send_message("harness_done", {**engine.stats(), "rows_seq": engine.writer.last_seq})
 
     gevent.spawn(report_done)
 
@@ -131,15 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _stop_on_disk_full(engine: LoadEngine, disk_full: list[str]) -> None:
-    """Stop this worker's schedule once its disk is full; the master fails the run."""
-    while not disk_full and not engine.done.is_set():
-        gevent.sleep(0.1)
-    if disk_full:
-        engine.failure = engine.failure or disk_full[0]
-        engine.stop()
-
-
 def _cancel_in_flight(engine: LoadEngine) -> None:
     for client in engine.clients.values():
         try:
@@ -149,7 +159,7 @@ def _cancel_in_flight(engine: LoadEngine) -> None:
 
 
 def _watch_parent(parent: int, holder: dict[str, LoadEngine], interval_s: float = 0.25) -> None:
-    """Stop sending, flush and exit once the master that started this worker is gone.
+    """Stop sending and exit once the master that started this worker is gone.
 
     A dead parent is seen as a changed ``os.getppid()`` (the orphan is re-parented), which
     covers SIGKILL too. Locust's own heartbeat check would take a minute, sending meanwhile.
@@ -166,9 +176,12 @@ def _watch_parent(parent: int, holder: dict[str, LoadEngine], interval_s: float 
             if not engine.done.wait(2.5):
                 _cancel_in_flight(engine)
                 engine.done.wait(2.5)
-            engine.close()  # flush what is buffered: rows already sent are kept
+            dropped = engine.writer.abandon()  # nobody records them: rows the master got stay
+            if dropped:
+                log.warning("%d request record(s) not sent: the master is gone", dropped)
+            engine.close()
         except Exception:
-            log.exception("flushing after the master died failed")
+            log.exception("closing after the master died failed")
             code = 1
     logging.shutdown()
     os._exit(code)  # no master to say goodbye to: locust's quit would wait for it

@@ -1,7 +1,12 @@
 """The run directory and its ``manifest.json``: what ran, against what, when, with which versions.
 
 The manifest is written when a run starts (``status: running``) and rewritten atomically when
-it ends (``completed``, ``interrupted`` or ``failed``). Secrets never reach it: config values
+it ends (``completed``, ``interrupted`` or ``failed``). A run that lost a locust worker mid-run
+(killed, its machine gone) and finished with the others keeps its status and says
+``degraded: true``, with one ``lost_workers`` entry per lost worker: ``worker``, ``host``,
+``pid``, ``reason``, ``lost_at``, ``last_rows_at`` (when its last rows reached the master) and
+``rows_received``; ``missing_row_messages`` (worker -> count) names row messages a worker sent
+that never arrived. Every other run says ``degraded: false``. Secrets never reach it: config values
 under keys that look like secrets are redacted, registered secret values, URL credentials and
 secret flags' values are masked (:mod:`harness.redaction`), and API keys are only ever read
 from the environment variables that the config names.
@@ -46,6 +51,14 @@ def new_run_id(now: datetime | None = None) -> str:
 
 def utc_now_iso() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def iso_from_ns(t_ns: int | None) -> str | None:
+    """UTC nanoseconds since the epoch as the manifest's ISO time (None stays None)."""
+    if t_ns is None:
+        return None
+    t = datetime.fromtimestamp(t_ns / 1e9, UTC)
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def redact(obj: Any) -> Any:

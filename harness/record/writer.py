@@ -4,7 +4,9 @@ Rows are buffered in memory and flushed to a new part file at least every
 ``flush_interval_s`` seconds (or every ``flush_rows`` rows). Each flush writes a
 hidden temporary file, fsyncs it and renames it into place atomically, so a reader never
 sees a half-written part and a SIGKILL loses at most the rows of the last interval.
-Each process (locust worker) writes its own parts, named ``<prefix>-part-<seq>.parquet``.
+Parts are named ``<prefix>-part-<seq>.parquet``: ``w0`` for a local run; in a distributed run
+the master writes one prefix per worker, ``w<index>``, from the rows the workers send it
+(:mod:`harness.record.shipping`).
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ class PartWriter:
     """
 
     text_columns: tuple[str, ...] = ()
+    #: :meth:`write_batch` does file I/O (fsync): owners run it off the event loop.
+    blocking_io = True
 
     def __init__(
         self,

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import harness.cost.report  # noqa: F401  (registers the cost section)
 from harness.analysis.compare import arm_clusters, arm_values, compare_samples
 from harness.analysis.data import RunData, load_run
 from harness.analysis.errors import errors_summary

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from harness.analysis.checks import run_checks
 from harness.analysis.compare import compare_arms
 from harness.analysis.data import RunData
 from harness.analysis.errors import errors_summary
@@ -209,6 +210,7 @@ def _run_compute(data: RunData, summary: Summary) -> dict[str, Any]:
 def _run_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
     run = s["run"]
     rows = []
+    checked = (s.get("checks") or {}).get("arms") or {}
     for arm, info in s["arms"].items():
         th = s["throughput"].get(arm, {})
         er = s["errors"].get(arm, {})
@@ -217,6 +219,7 @@ def _run_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
                 arm,
                 info.get("kind", ""),
                 info.get("model", ""),
+                ", ".join(checked.get(arm, {}).get("clients") or []) or "unknown",
                 fmt.num(er.get("requests", 0)),
                 fmt.num(th.get("requests_ok", 0)),
                 fmt.num(er.get("errors", 0)),
@@ -225,7 +228,7 @@ def _run_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
     slo = run["slo"]
     off = run["offered"]
     return [
-        h.table(["arm", "kind", "model", "requests", "ok", "errors"], rows),
+        h.table(["arm", "kind", "model", "client", "requests", "ok", "errors"], rows),
         h.p(
             f"Status {run['status'] or 'unknown'}; phases analysed: {', '.join(run['phases'])}; "
             f"analysed duration {fmt.seconds(run['analysed_duration_s'])}; offered load "
@@ -712,6 +715,105 @@ def _samples_memo(s: Summary) -> list[str]:
     return ["## Sample error messages", "", *lines] if lines else []
 
 
+def _degraded_caveats(m: dict[str, Any]) -> list[str]:
+    """A run that lost a load worker mid-run (manifest ``lost_workers``) or some of its rows."""
+    out = []
+    for lost in m.get("lost_workers") or []:
+        host = f" on {lost['host']}" if lost.get("host") else ""
+        last = lost.get("last_rows_at")
+        rows = "none of its rows reached the master"
+        if last:
+            rows = f"its last rows reached the master at {last}"
+        out.append(
+            f"Load worker {lost.get('worker')}{host} was lost mid-run at {lost.get('lost_at')} "
+            f"({lost.get('reason')}); {rows} ({lost.get('rows_received', 0)} rows kept). Its "
+            "share of the schedule after that was never sent: the offered load was lower than "
+            "configured from then on."
+        )
+    for worker, n in (m.get("missing_row_messages") or {}).items():
+        out.append(f"{n} row message(s) from load worker {worker} never reached the master: "
+                   "the requests they recorded are missing from every figure.")  # fmt: skip
+    return out
+
+
+def _check_caveats(s: Summary) -> list[str]:
+    """The run checks (``summary.checks``, :mod:`harness.analysis.checks`) in words."""
+    checks = s.get("checks") or {}
+    arms: dict[str, dict[str, Any]] = checks.get("arms") or {}
+    out = []
+    for g in checks.get("shared_endpoints") or []:
+        names = " and ".join(repr(a) for a in g["arms"])
+        out.append(f"Arms {names} share one endpoint ({g['endpoint']}): they competed for the "
+                   "same server, so each arm's latency and throughput include the others' "
+                   "load.")  # fmt: skip
+    used = {a: c["clients"] for a, c in arms.items() if c.get("clients")}
+    if len(used) > 1 and len({tuple(v) for v in used.values()}) > 1:
+        per = "; ".join(f"{a}: {', '.join(v)}" for a, v in used.items())
+        out.append(f"The arms used different clients ({per}): the official SDK costs several "
+                   "ms per request and far more CPU per chunk than the lean client (README, "
+                   "Targets and clients), so part of a latency difference between them is the "
+                   "client's.")  # fmt: skip
+    for arm, c in arms.items():
+        sat = c["saturation"]
+        if sat["saturated"]:
+            out.append(
+                f"Arm {arm!r}: the server saturated during the run: median TTFT rose from "
+                f"{fmt.seconds(sat['ttft_p50_first'])} over the first 1/{sat['bins']} of its "
+                f"requests to {fmt.seconds(sat['ttft_p50_last'])} over the last (fitted "
+                f"{sat['growth']:.1f}x; Kendall trend test p = {sat['p_value']:.2g}) while the "
+                f"client's queue delay stayed flat (p99 {fmt.seconds(sat['queue_delay_p99_s'])}): "
+                "requests queued inside the server, so its latency figures describe an "
+                "overloaded server and grow with the run's length; lower the load to measure "
+                "it below saturation."
+            )
+        st = c["streaming"]
+        if st["non_streamed"]:
+            if st["non_streamed"] == st["ok"]:
+                out.append(f"Arm {arm!r} did not stream (each response came in one piece): its "
+                           "TTFT equals its E2E, and TPOT and ITL were not measured; compare "
+                           "it on E2E.")  # fmt: skip
+            else:
+                out.append(f"Arm {arm!r}: {st['non_streamed']} of {st['ok']} successful "
+                           "responses were not streamed: their TTFT equals their E2E.")  # fmt: skip
+        sf = c["short_forced"]
+        if sf["short"]:
+            out.append(
+                f"Arm {arm!r}: {sf['short']} of {sf['checked']} forced-length requests "
+                f"({fmt.pct(sf['share'])}) came back with fewer tokens than the max_tokens they "
+                f"forced (e.g. request {sf['example_request_id']}): the server did not honour "
+                "ignore_eos/min_tokens or stopped early, so its throughput, TPOT and cost "
+                "cover shorter outputs than were asked for."
+            )
+        src = c["count_sources"]
+        prompt, comp = src["prompt"], src["completion"]
+        n_prompt, n_comp = sum(prompt.values()), sum(comp.values())
+        local, server = prompt.get("tokenizer", 0), prompt.get("tokenize", 0)
+        not_usage = n_comp - comp.get("usage", 0)
+        parts = []
+        if local:
+            parts.append(
+                f"the prompt token counts of {fmt.pct(local / n_prompt)} of its successful "
+                "requests are "
+                "local estimates (an OpenAI tokenizer without the server's chat template, "
+                "which usually counts fewer tokens than the server)"
+            )
+        if server:
+            parts.append(
+                f"those of {fmt.pct(server / n_prompt)} were counted by the server's /tokenize "
+                "endpoint (its tokenizer and chat template)"
+            )
+        if not_usage:
+            how = ", ".join(f"{k} {v}" for k, v in comp.items() if k != "usage")
+            parts.append(
+                f"the completion tokens of {fmt.pct(not_usage / n_comp)} of its successful "
+                f"requests were counted locally ({how}; tokenizer: an OpenAI tokenizer, "
+                "chunks: one per streamed chunk)"
+            )
+        if parts:
+            out.append(f"Arm {arm!r}: the server sent no usage: " + "; ".join(parts) + ".")
+    return out
+
+
 def caveats(data: RunData, s: Summary) -> list[str]:
     """Plain-text warnings a reader of the numbers must know (small samples, lagging load...)."""
     out = list(data.notes)
@@ -720,6 +822,7 @@ def caveats(data: RunData, s: Summary) -> list[str]:
         out.append(
             f"The run's status is {status!r}, not completed: figures cover what was recorded."
         )
+    out += _degraded_caveats(data.manifest)
     if data.n_rows == 0:
         out.append("No requests were recorded in the analysed phases: every figure is empty.")
     for arm in data.arms:
@@ -777,6 +880,7 @@ def caveats(data: RunData, s: Summary) -> list[str]:
     if len(data.slices) > 1:
         out.append(f"The workload has {len(data.slices)} slices; per-slice figures are in "
                    "latency_by_slice and goodput.ARM.by_slice.")  # fmt: skip
+    out += _check_caveats(s)
     return out
 
 
@@ -866,6 +970,7 @@ SECTIONS: list[Section] = [
         memo=_samples_memo,
         memo_rank=80,
     ),  # fmt: skip
+    Section("checks", "Run checks", lambda d, s: run_checks(d)),  # phrased by the caveats
     Section("caveats", "Caveats", caveats, html=_caveats_html, memo=_caveats_memo, memo_rank=90),
 ]
 

@@ -56,6 +56,10 @@ class CommonParams:
     # An idle keep-alive connection is closed after this many seconds (uvicorn / vLLM: 5);
     # a change applies to connections opened afterwards. 0 keeps idle connections open.
     keep_alive_timeout_s: float = 5.0
+    # false: responses carry no usage (no final usage chunk even with include_usage, no
+    # "usage" key in a non-streaming body), like a proxy that strips it; clients then count
+    # tokens themselves (the vllm profile's POST /tokenize still counts prompts).
+    send_usage: bool = True
 
 
 @dataclass

@@ -2,7 +2,9 @@
 
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming SSE or not),
 ``GET /v1/models``, ``GET /health``, ``GET /version``, ``GET /metrics`` (Prometheus, vLLM
-names), ``GET|POST /admin/config`` (read / change parameters while running).
+names), ``GET|POST /admin/config`` (read / change parameters while running), and on the vllm
+profile ``POST /tokenize`` (vLLM's: at the server root; the prompt count with the chat
+template). ``send_usage=false`` leaves usage out of every response.
 
 Profile ``vllm``: every accepted request becomes an engine :class:`~harness.sim.engine.Sequence`
 after ``api_overhead_ms``; one :class:`EngineDriver` steps the engine against the wall clock and
@@ -26,6 +28,7 @@ import math
 import os
 import random
 import time
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -143,6 +146,38 @@ def _int_field(body: dict, name: str, lo: int | None = None) -> int | None:
     return v
 
 
+def _messages(body: dict) -> list[dict[str, Any]]:
+    """The request's ``messages``, checked (a non-empty list of role/content objects)."""
+    msgs = body.get("messages")
+    if not isinstance(msgs, list) or not msgs:
+        raise ApiError(400, "'messages' must be a non-empty array", param="messages")
+    for i, m in enumerate(msgs):
+        if not isinstance(m, dict) or m.get("role") not in ROLES:
+            raise ApiError(
+                400, f"messages[{i}]: expected an object with a valid 'role'", param="messages"
+            )
+        c = m.get("content")
+        if c is not None and not isinstance(c, str | list):
+            raise ApiError(
+                400, f"messages[{i}].content must be a string or an array", param="messages"
+            )
+    return msgs
+
+
+def _bool_field(body: dict, name: str, default: bool) -> bool:
+    v = body.get(name, default)
+    if v is None:
+        return default
+    if not isinstance(v, bool):
+        raise ApiError(400, f"'{name}' must be a boolean, got {v!r}", param=name)
+    return v
+
+
+def token_id(token: str) -> int:
+    """A stable id for one simulated token (what ``/tokenize`` lists); ids < 2**17."""
+    return zlib.crc32(token.encode("utf-8", "surrogatepass")) & 0x1FFFF
+
+
 class SimServer:
     """One simulator instance (one profile, one served model)."""
 
@@ -179,6 +214,8 @@ class SimServer:
             "/metrics": ("GET", self.metrics_endpoint),
             "/admin/config": ("GET|POST", self.admin),
         }
+        if self.profile == "vllm":  # vLLM serves it at the root, not under /v1
+            self.routes["/tokenize"] = ("POST", self.tokenize)
 
     # -- lifecycle ----------------------------------------------------------------------
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> tuple[str, int]:
@@ -350,6 +387,54 @@ class SimServer:
             log.info("admin: parameters changed: %s", body)
         conn.send(200, orjson.dumps(self.admin_state()), hdrs)
 
+    def tokenize(self, req: Request, conn: Connection) -> None:
+        """``POST /tokenize`` as vLLM serves it: ``{model?, messages, add_generation_prompt
+        (true), continue_final_message (false), add_special_tokens (false)}`` or ``{model?,
+        prompt, add_special_tokens (true)}`` -> ``{count, max_model_len, tokens}``. The count
+        is the one the completion endpoints put in ``usage.prompt_tokens`` (chat template
+        included); the simulated tokenizer has no special tokens, so ``add_special_tokens``
+        changes nothing."""
+        hdrs = self._hdr(req)
+        try:
+            body = orjson.loads(req.body or b"")
+        except orjson.JSONDecodeError as exc:
+            return self.error(conn, hdrs, ApiError(400, f"invalid JSON body: {exc}"))
+        try:
+            tokens = self._tokenize(body)
+        except ApiError as err:
+            return self.error(conn, hdrs, err)
+        out = {
+            "count": len(tokens),
+            "max_model_len": self.params.max_model_len,
+            "tokens": [token_id(t) for t in tokens],
+        }
+        conn.send(200, orjson.dumps(out), hdrs)
+
+    def _tokenize(self, body: Any) -> list[str]:
+        if not isinstance(body, dict):
+            raise ApiError(400, "The request body must be a JSON object.")
+        model = body.get("model")
+        if model is not None and model != self.params.model:
+            raise ApiError(
+                404, f"The model `{model}` does not exist.", param="model", code="model_not_found"
+            )
+        if "messages" in body:
+            msgs = _messages(body)
+            gen = _bool_field(body, "add_generation_prompt", True)
+            cont = _bool_field(body, "continue_final_message", False)
+            _bool_field(body, "add_special_tokens", False)
+            if gen and cont:
+                raise ApiError(
+                    400,
+                    "Cannot set both `continue_final_message` and `add_generation_prompt` to True.",
+                )
+            return chat_prompt_tokens(msgs, generation_prompt=gen, continue_final=cont)
+        prompt = body.get("prompt")
+        if not isinstance(prompt, str):
+            raise ApiError(400, "expected 'messages' (an array) or 'prompt' (a string)")
+        _bool_field(body, "add_special_tokens", True)
+        return prompt.split()
+
     # -- completions --------------------------------------------------------------------
     def parse(self, body: Any, chat: bool) -> Parsed:
         """Validate a completion request body, or raise ApiError (400/404)."""
@@ -364,21 +449,7 @@ class SimServer:
                 404, f"The model `{model}` does not exist.", param="model", code="model_not_found"
             )
         if chat:
-            msgs = body.get("messages")
-            if not isinstance(msgs, list) or not msgs:
-                raise ApiError(400, "'messages' must be a non-empty array", param="messages")
-            for i, m in enumerate(msgs):
-                if not isinstance(m, dict) or m.get("role") not in ROLES:
-                    raise ApiError(
-                        400,
-                        f"messages[{i}]: expected an object with a valid 'role'",
-                        param="messages",
-                    )
-                c = m.get("content")
-                if c is not None and not isinstance(c, str | list):
-                    raise ApiError(
-                        400, f"messages[{i}].content must be a string or an array", param="messages"
-                    )
+            msgs = _messages(body)
             tokens = chat_prompt_tokens(msgs)
             texts = [message_text(m.get("content")) for m in msgs]
             key = "\x1e".join(f"{m.get('role')}\x1f{t}" for m, t in zip(msgs, texts, strict=True))
@@ -989,7 +1060,7 @@ class Completion:
             if self.q.chat:
                 empty = empty.replace(b'"delta":{"content":""}', b'"delta":{}', 1)
             out += frame(empty)
-        if self.q.include_usage:
+        if self.q.include_usage and self.srv.params.send_usage:
             obj = "chat.completion.chunk" if self.q.chat else "text_completion"
             usage = {
                 "id": self.rid,
@@ -1015,16 +1086,16 @@ class Completion:
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": self.reason}
             obj = "text_completion"
-        return orjson.dumps(
-            {
-                "id": self.rid,
-                "object": obj,
-                "created": self.created,
-                "model": self.srv.params.model,
-                "choices": [choice],
-                "usage": self._usage(),
-            }
-        )
+        out = {
+            "id": self.rid,
+            "object": obj,
+            "created": self.created,
+            "model": self.srv.params.model,
+            "choices": [choice],
+        }
+        if self.srv.params.send_usage:
+            out["usage"] = self._usage()
+        return orjson.dumps(out)
 
     def _finish(self, now: float) -> None:
         self.done = True

@@ -70,15 +70,26 @@ def message_text(content: Any) -> str:
     return " ".join(parts)
 
 
-def chat_prompt_tokens(messages: list[dict[str, Any]]) -> list[str]:
+def chat_prompt_tokens(
+    messages: list[dict[str, Any]],
+    *,
+    generation_prompt: bool = True,
+    continue_final: bool = False,
+) -> list[str]:
     """The chat prompt as a token list: per message ``<|role|>``, its words, ``<|end|>``,
-    ``<|sep|>``; then three tokens priming the assistant reply (words + 3 per message + 3)."""
+    ``<|sep|>``; then three tokens priming the assistant reply (words + 3 per message + 3).
+
+    ``generation_prompt=False`` leaves out the reply priming and ``continue_final=True`` also
+    leaves the last message open (no end tokens), like vLLM's ``/tokenize`` options
+    ``add_generation_prompt`` and ``continue_final_message``."""
     toks: list[str] = []
-    for m in messages:
+    for i, m in enumerate(messages):
         toks.append(f"<|{m.get('role')}|>")
         toks.extend(message_text(m.get("content")).split())
-        toks.extend(_MESSAGE_END)
-    toks.extend(_REPLY_PRIMING)
+        if not (continue_final and i == len(messages) - 1):
+            toks.extend(_MESSAGE_END)
+    if generation_prompt:
+        toks.extend(_REPLY_PRIMING)
     return toks
 
 

@@ -15,7 +15,7 @@ from harness.config import OUTPUT_TEXT_MODES
 from harness.record.schema import RequestRecord
 from harness.targets import clock, timing
 from harness.targets.errors import AttemptError, clip_message
-from harness.targets.tokens import count_tokens
+from harness.targets.tokens import ServerTokenizer, count_tokens
 from harness.workloads.base import WorkItem
 
 
@@ -64,13 +64,20 @@ class Attempt:
         if http_status is not None:
             self.http_status = http_status
 
-    def check_complete(self) -> None:
+    def check_complete(self, streamed: bool = True) -> None:
         """Called when a 2xx stream has ended: empty and cut-short streams become errors.
 
         A stream is complete only when it carried a ``finish_reason``: ``[DONE]`` alone is not
         enough (llama.cpp, for one, ends a cut-short stream with ``[DONE]`` and no finish
         reason). A cut-short stream keeps what arrived (text, token counts) for billing.
+        ``streamed=False``: the same rules for one JSON body (see :func:`apply_body`).
         """
+        if not streamed:
+            if not self.times:
+                raise AttemptError("empty", "response body carried no content")
+            if self.finish_reason is None:
+                raise AttemptError("truncated", "response body carried no finish_reason")
+            return
         if not self.times:
             raise AttemptError("empty", "stream ended without any content token")
         if self.finish_reason is None:
@@ -121,16 +128,55 @@ def apply_chunk(att: Attempt, obj: Any, t: int, chat: bool) -> None:
         att.usage = u
 
 
+def apply_body(att: Attempt, obj: Any, t: int, chat: bool) -> None:
+    """Fold one non-streamed JSON response (``chat.completion`` or ``text_completion``) into
+    ``att``: all of it arrived at ``t``, so it is one content "chunk" (TTFT equals E2E)."""
+    if type(obj) is not dict:
+        raise AttemptError("bad_response", f"response body is not a JSON object: {str(obj)[:200]}")
+    choices = obj.get("choices")
+    if not choices:
+        if is_error_chunk(obj):
+            raise stream_error(obj, where="error object in response body")
+        raise AttemptError("bad_response", f"response body has no choices: {str(obj)[:200]}")
+    c0 = choices[0] if type(choices) is list else None
+    if type(c0) is not dict:
+        raise AttemptError("bad_response", f"response body has no choices: {str(obj)[:200]}")
+    text: Any
+    reasoning: Any = None
+    if chat:
+        m = c0.get("message")
+        m = m if type(m) is dict else {}
+        text = m.get("content")
+        reasoning = m.get("reasoning_content") or m.get("reasoning")
+    else:
+        text = c0.get("text")
+    content = False
+    if text and type(text) is str:
+        att.pieces.append(text)
+        content = True
+    if reasoning and type(reasoning) is str:
+        att.reasoning.append(reasoning)
+        content = True
+    if content:
+        att.times.append(t)
+    fr = c0.get("finish_reason")
+    if fr:
+        att.finish_reason = fr
+    u = obj.get("usage")
+    if u:
+        att.usage = u
+
+
 def is_error_chunk(obj: dict[str, Any]) -> bool:
     """A choice-less chunk that reports an error: OpenAI ``{"error": {...}}`` or vLLM
     ``{"object": "error", ...}`` (the test both clients apply)."""
     return bool(obj.get("error")) or obj.get("object") == "error"
 
 
-def stream_error(obj: dict[str, Any] | str) -> AttemptError:
+def stream_error(obj: dict[str, Any] | str, where: str = "error event in stream") -> AttemptError:
     """An error object sent inside a 2xx stream (OpenAI ``{"error": ...}``, vLLM ``object=error``,
     or the bare error dict or message): 429 rate_limited, other 4xx client_error, else
-    server_error."""
+    server_error. ``where`` starts the message."""
     err: Any = obj.get("error", obj) if isinstance(obj, dict) else obj
     if not isinstance(err, dict):
         err = {"message": str(err)}
@@ -145,7 +191,7 @@ def stream_error(obj: dict[str, Any] | str) -> AttemptError:
         etype = "client_error"
     else:
         etype = "server_error"
-    return AttemptError(etype, f"error event in stream: {msg}")
+    return AttemptError(etype, f"{where}: {msg}")
 
 
 class RecordContext:
@@ -164,6 +210,7 @@ class RecordContext:
         "count_fallback",
         "force_output_length",
         "streamed",
+        "server_counts",
         "_prompt_counts",
     )
 
@@ -182,6 +229,7 @@ class RecordContext:
         count_fallback: str = "tokenizer",
         force_output_length: bool = False,
         streamed: bool = True,
+        server_counts: ServerTokenizer | None = None,
     ) -> None:
         if output_text not in OUTPUT_TEXT_MODES:
             raise ValueError(f"output_text: {output_text!r} is not one of {OUTPUT_TEXT_MODES}")
@@ -197,18 +245,33 @@ class RecordContext:
         self.count_fallback = count_fallback
         self.force_output_length = force_output_length  # target sends ignore_eos/min_tokens
         self.streamed = streamed
-        self._prompt_counts: dict[str, int | None] = {}
+        self.server_counts = server_counts  # vLLM /tokenize (None: the server has none)
+        self._prompt_counts: dict[str, tuple[int | None, str | None]] = {}
 
-    def prompt_count(self, item: WorkItem) -> int | None:
-        """Tokenizer count of the item's prompt (cached per sample_id; items repeat)."""
+    def prompt_count(self, item: WorkItem) -> tuple[int | None, str | None]:
+        """``(prompt tokens, prompt_tokens_source)`` for a response without usage.
+
+        The server's own count (``server_counts``: vLLM ``POST /tokenize``, chat template
+        included; source ``tokenize``) when it has one, else the local tokenizer's estimate
+        (``tokenizer``; with ``count_fallback: tokenizer`` only), else ``(None, None)``.
+        Cached per ``sample_id`` (items repeat), so the server is asked once per prompt.
+        """
         key = item.sample_id
-        if key in self._prompt_counts:
-            return self._prompt_counts[key]
-        n = count_tokens(item.prompt_text(), self.model)
+        hit = self._prompt_counts.get(key)
+        if hit is not None:
+            return hit
+        n = self.server_counts.count(item) if self.server_counts is not None else None
+        if n is not None:
+            out: tuple[int | None, str | None] = (n, "tokenize")
+        elif self.count_fallback == "tokenizer":
+            n = count_tokens(item.prompt_text(), self.model)
+            out = (n, "tokenizer" if n is not None else None)
+        else:
+            out = (None, None)
         if len(self._prompt_counts) > 100_000:
             self._prompt_counts.clear()
-        self._prompt_counts[key] = n
-        return n
+        self._prompt_counts[key] = out
+        return out
 
 
 def _int(v: Any) -> int | None:
@@ -265,12 +328,11 @@ def build_record(
         if n is not None:
             source = "tokenizer"
             completion_tokens = n
-            prompt_tokens = ctx.prompt_count(item)
-            if prompt_tokens is not None:
-                prompt_source = "tokenizer"
         else:
             source = "chunks"
             completion_tokens = len(times)
+        # the prompt was sent and billed whatever counted the output
+        prompt_tokens, prompt_source = ctx.prompt_count(item)
 
     text: str | None = None
     if ctx.output_text != "drop" and (att.pieces or ok):

@@ -27,6 +27,7 @@ from harness.targets import clock
 from harness.targets.attempt import Attempt, RecordContext, build_record
 from harness.targets.errors import AttemptError, TargetError
 from harness.targets.retry import backoff_s, should_retry
+from harness.targets.tokens import server_tokenizer
 from harness.workloads.base import WorkItem
 
 #: Key sent to targets that need none (simulators, vLLM without ``--api-key``).
@@ -36,6 +37,35 @@ DUMMY_API_KEY = "EMPTY"
 AUTO_CLIENT = "lean"
 
 _SIM_KINDS = ("sim_vllm", "sim_cloud")
+
+#: Under gevent, a client reading data that is already there (a recv that returns at once
+#: never switches greenlets) pauses after about this many bytes, so timers (deadlines), other
+#: arms' streams and signal handlers run between its slices of work.
+YIELD_BYTES = 65536
+
+
+def cooperative_pause() -> Callable[[], None] | None:
+    """A function that lets the gevent hub run a full loop iteration (I/O polled, timers
+    fired) and then resumes the caller, when ``socket`` is monkey-patched; else None.
+
+    ``gevent.sleep(0)`` is not enough: it runs the caller again from the same round of
+    callbacks, before any I/O is polled (another greenlet's ready socket waits up to the
+    5 ms switch interval, or longer); a timer, however short, waits for the next poll.
+    """
+    try:
+        from gevent import monkey
+
+        if not monkey.is_module_patched("socket"):
+            return None
+        import gevent
+    except ImportError:
+        return None
+    sleep = gevent.sleep
+
+    def pause() -> None:
+        sleep(1e-6)
+
+    return pause
 
 
 def resolve_api_key(arm: str, target: TargetConfig) -> str:
@@ -90,15 +120,17 @@ def forces_length(target: TargetConfig, item: WorkItem) -> bool:
 def build_body(
     target: TargetConfig, item: WorkItem, *, request_seed: int | None = None
 ) -> dict[str, Any]:
-    """The JSON request body for one item (streaming, usage requested)."""
+    """The JSON request body for one item (streaming with usage requested, unless
+    ``target.stream`` is false: then one JSON body, which carries usage anyway)."""
     body: dict[str, Any] = {"model": target.model}
     if target.api == "chat":
         body["messages"] = item.chat_messages()
     else:
         body["prompt"] = item.prompt_text()
     body["max_tokens"] = item.max_tokens
-    body["stream"] = True
-    body["stream_options"] = {"include_usage": True}
+    body["stream"] = bool(target.stream)
+    if target.stream:
+        body["stream_options"] = {"include_usage": True}
     if target.temperature is not None:
         body["temperature"] = target.temperature
     if request_seed is not None:
@@ -157,6 +189,9 @@ class ArmClient:
             secrets=secrets,
             count_fallback=count_fallback,
             force_output_length=bool(target.force_output_length and target.kind != "openai"),
+            streamed=bool(target.stream),
+            # prompt counts when the server sends no usage: vLLM's /tokenize (None otherwise)
+            server_counts=server_tokenizer(target, self._key, f"arms.{arm}"),
         )
         self._chat = target.api == "chat"
         self._path = endpoint_path(target)
@@ -170,6 +205,10 @@ class ArmClient:
         self._slot_wait_s = to.total_s
         self._ft_ns = int(min(to.first_token_s, to.total_s) * 1e9)  # first-token deadline
         self._total_ns = int(to.total_s * 1e9)
+        self._streamed = bool(target.stream)
+        if not self._streamed:  # no token is seen before the whole body: total_s bounds it
+            self._ft_ns = self._total_ns
+        self._max_event = target.max_event_bytes
 
     # -- public -------------------------------------------------------------------------
 
@@ -221,7 +260,7 @@ class ArmClient:
                     self._attempt(payload, att)
                 finally:
                     self._release_slot()
-                att.check_complete()
+                att.check_complete(self._streamed)
             except AttemptError as exc:
                 retryable = exc.retryable
                 self._fail(att, exc.error_type, exc.message, exc.http_status)
@@ -293,6 +332,8 @@ class ArmClient:
     def _stop(self) -> None:
         self._cancelled = True
         self._wake.set()
+        if self._ctx.server_counts is not None:  # no /tokenize call may outlive the run
+            self._ctx.server_counts.stop()
         with self._slot_cond:
             self._slot_cond.notify_all()
 
@@ -340,8 +381,9 @@ class ArmClient:
                         raise AttemptError(
                             "connection",
                             "client connection pool exhausted: no free connection slot within "
-                            f"{self._slot_wait_s:g} s (target.max_connections="
-                            f"{self.target.max_connections}; raise it)",
+                            f"{self._slot_wait_s:g} s ({self.target.max_connections} slot(s) in "
+                            f"this process, its share of arms.{self.arm}.max_connections; "
+                            "raise it)",
                             retryable=False,
                         )
                     cond.wait(remaining)
@@ -356,6 +398,12 @@ class ArmClient:
 
     def _timeout_error(self, att: Attempt) -> AttemptError:
         """The first-token or total timeout, whichever applies to ``att`` now."""
+        if not self._streamed:
+            return AttemptError(
+                "timeout",
+                f"no complete response within the total timeout of {self._total_ns / 1e9:g} s",
+                att.http_status,
+            )
         if not att.times:
             return AttemptError(
                 "timeout", f"no first token within {self._ft_ns / 1e9:g} s", att.http_status

@@ -84,6 +84,25 @@ def headers_too_large() -> AttemptError:
     return AttemptError("bad_response", f"response headers exceed {MAX_HEAD_BYTES // 1024} KiB")
 
 
+def size_text(n: int) -> str:
+    """``n`` bytes, short: ``16 MiB``, ``1.5 KiB``, ``900 B``."""
+    for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.4g} {unit}"
+    return f"{n} B"
+
+
+def event_too_large(arm: str, limit: int, what: str = "SSE event") -> AttemptError:
+    """An SSE event (or a non-streamed body, ``what``) over ``target.max_event_bytes``: the
+    same wording in both clients. Not retried: the limit is the client's own setting."""
+    return AttemptError(
+        "bad_response",
+        f"{what} larger than {size_text(limit)}: the limit is arms.{arm}.max_event_bytes="
+        f"{limit}; raise it if the server's events are this large",
+        retryable=False,
+    )
+
+
 def error_text(text: str) -> str:
     """The message of an OpenAI-style error body, else the body itself."""
     try:

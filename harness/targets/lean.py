@@ -31,24 +31,27 @@ from harness.config import TargetConfig
 from harness.targets import clock
 from harness.targets.attempt import (
     Attempt,
+    apply_body,
     apply_chunk,
     cut_short_message,
     is_error_chunk,
     stream_error,
 )
-from harness.targets.client import ArmClient
+from harness.targets.client import YIELD_BYTES, ArmClient, cooperative_pause
 from harness.targets.errors import (
     MAX_HEAD_BYTES,
     AttemptError,
     TargetError,
     classify_status,
     error_text,
+    event_too_large,
     headers_too_large,
     with_detail,
 )
 from harness.targets.retry import retry_after_from
 
 _RECV = 65536
+_BIG_EVENT = 1 << 20  # events over this are parsed in place (see _huge_event)
 _MAX_ERROR_BODY = 65536
 _loads = orjson.loads
 
@@ -187,7 +190,7 @@ def sse_data(event: bytes) -> bytes | None:
 class _Endpoint:
     """Where to connect and the constant part of every request's header block."""
 
-    def __init__(self, base_url: str, path: str, api_key: str) -> None:
+    def __init__(self, base_url: str, path: str, api_key: str, stream: bool = True) -> None:
         u = urlsplit(base_url)
         if u.scheme not in ("http", "https") or not u.hostname:
             raise TargetError(f"base_url {base_url!r}: expected http(s)://host[:port]/path")
@@ -204,7 +207,7 @@ class _Endpoint:
             f"POST {full_path} HTTP/1.1\r\n"
             f"Host: {hostport}\r\n"
             "User-Agent: harness-lean/1\r\n"
-            "Accept: text/event-stream\r\n"
+            f"Accept: {'text/event-stream' if stream else 'application/json'}\r\n"
             "Accept-Encoding: identity\r\n"
             "Content-Type: application/json\r\n"
             f"Authorization: Bearer {api_key}\r\n"
@@ -219,11 +222,12 @@ class LeanClient(ArmClient):
 
     def __init__(self, arm: str, target: TargetConfig, **kwargs: Any) -> None:
         super().__init__(arm, target, **kwargs)
-        self._ep = _Endpoint(target.base_url or "", self._path, self._key)
+        self._ep = _Endpoint(target.base_url or "", self._path, self._key, self._streamed)
         self._idle: deque[Any] = deque()
         self._inflight: set[Any] = set()
         self._ssl_ctx = ssl.create_default_context() if self._ep.tls else None
         self._gevent_timeout = _gevent_timeout_class()
+        self._pause = cooperative_pause() if self._gevent_timeout is not None else None
         self._connect_s = target.timeouts.connect_s
 
     # -- connections --------------------------------------------------------------------
@@ -419,7 +423,11 @@ class LeanClient(ArmClient):
             left = -1
             keep_alive = False
 
-        if not 200 <= status < 300 or "text/event-stream" not in headers.get("content-type", ""):
+        ctype = headers.get("content-type", "")
+        is_sse = "text/event-stream" in ctype
+        if not self._streamed and 200 <= status < 300 and not is_sse:
+            return self._json_body(sock, raw, framing, left, att, keep_alive)
+        if not 200 <= status < 300 or not is_sse or not self._streamed:
             body, complete = self._read_body(sock, raw, framing, left, total_deadline)
             text = body.decode("utf-8", "replace")
             if 200 <= status < 300:
@@ -430,20 +438,30 @@ class LeanClient(ArmClient):
                 if isinstance(obj, dict) and is_error_chunk(obj):
                     err = stream_error(obj)
                     raise AttemptError(err.error_type, err.message, status)
-                ctype = headers.get("content-type", "?")
-                raise AttemptError(
-                    "bad_response", f"expected text/event-stream, got {ctype}: {text[:200]}", status
-                )
+                want = "text/event-stream"
+                got = ctype or "?"
+                if not self._streamed:  # stream: false, but the server streamed anyway
+                    want, got = "a JSON body (stream: false)", "text/event-stream"
+                raise AttemptError("bad_response", f"expected {want}, got {got}: {text[:200]}", status)
             att.retry_after_s = retry_after_from(headers)
             raise AttemptError(
                 classify_status(status), f"HTTP {status}: {error_text(text)}", status
             )
 
         # ---- the SSE stream (hot path)
+        # ``sse`` holds the bytes after the last complete event: ``bytes`` while it is empty or
+        # fresh from one read, a ``bytearray`` (appended in place) while an event spans reads,
+        # so one huge event costs time linear in its size; each search for the blank line
+        # starts where the previous one stopped. An event over ``max_event_bytes`` ends the
+        # attempt. Under gevent the loop pauses every ``YIELD_BYTES`` read (see there).
         chat = self._chat
         loads = _loads
         times = att.times
-        sse = b""
+        max_ev = self._max_event
+        huge = min(_BIG_EVENT, max_ev)  # events over this take the careful path
+        pause = self._pause
+        unpaused = 0
+        sse: bytes | bytearray = b""
         body_done = False
         rearmed = False
         try:
@@ -452,16 +470,31 @@ class LeanClient(ArmClient):
                     t = perf()
                     data, raw, left, body_done = deframe(raw, framing, left)
                     if data:
-                        sse = sse + data if sse else data
-                        if b"\r" in sse:
-                            sse = sse.replace(b"\r\n", b"\n")
+                        if b"\r" in data:
+                            data = data.replace(b"\r\n", b"\n")
+                        if sse:  # an event spans reads: append; search from the seam
+                            if type(sse) is bytes:
+                                sse = bytearray(sse)
+                            if sse[-1] == 13 and data[:1] == b"\n":  # a CRLF split by a read
+                                del sse[-1]
+                            # an event can end only at a \n of data: none (a memchr), no search
+                            scan = len(sse) - 1 if b"\n" in data else len(sse) + len(data)
+                            sse += data
+                        else:
+                            sse = data
+                            scan = 0
+                        big = len(sse) > huge  # rare: an event here may be huge
                         pos = 0
                         while True:
-                            j = sse.find(b"\n\n", pos)
+                            j = sse.find(b"\n\n", scan)
                             if j < 0:
                                 break
+                            if big and j - pos > huge:
+                                self._huge_event(sse, pos, j, att, t, status)
+                                pos = scan = j + 2
+                                continue
                             ev = sse[pos:j]
-                            pos = j + 2
+                            pos = scan = j + 2
                             if ev[:6] == b"data: " and b"\n" not in ev:
                                 payload_ = ev[6:]
                             else:
@@ -476,11 +509,16 @@ class LeanClient(ArmClient):
                             except orjson.JSONDecodeError:
                                 raise AttemptError(
                                     "bad_response",
-                                    with_detail("invalid JSON in SSE data", repr(payload_[:200])),
+                                    with_detail(
+                                        "invalid JSON in SSE data", repr(bytes(payload_[:200]))
+                                    ),
                                     status,
                                 ) from None
                             apply_chunk(att, obj, t, chat)
-                        sse = sse[pos:] if pos else sse
+                        if pos:
+                            sse = sse[pos:]
+                        if len(sse) > max_ev + 1:  # + 1: the first \n of its end
+                            raise event_too_large(self.arm, max_ev)
                 if body_done:
                     break
                 if att.done and framing == _Framing.CLOSE:
@@ -513,6 +551,12 @@ class LeanClient(ArmClient):
                     if att.done or att.finish_reason is not None:
                         return False  # the stream ended; check_complete judges what it carried
                     raise self._closed(att, cut_short_message(att))
+                unpaused += len(data)
+                if unpaused >= YIELD_BYTES and pause is not None:
+                    # data keeps coming without a wait (a recv that returns at once never
+                    # switches greenlets): let timers, other streams and signals run
+                    unpaused = 0
+                    pause()
                 # bytes deframe left unconsumed (a size line or CRLF split across reads) come first
                 raw = raw + data if raw else data
         except AttemptError as exc:
@@ -520,13 +564,111 @@ class LeanClient(ArmClient):
                 exc.http_status = status
             raise
         if sse.strip():  # a last event without its blank line: accept [DONE], else malformed
-            if sse_data(sse.strip()) == b"[DONE]":
+            if sse_data(bytes(sse.strip())) == b"[DONE]":
                 att.done = True
             elif not att.done and att.finish_reason is None:
                 raise AttemptError(
-                    "bad_response", f"incomplete SSE event at end: {sse[:200]!r}", status
+                    "bad_response", f"incomplete SSE event at end: {bytes(sse[:200])!r}", status
                 )
         return keep_alive and body_done and not raw
+
+    def _huge_event(
+        self, sse: bytes | bytearray, pos: int, j: int, att: Attempt, t: int, status: int
+    ) -> None:
+        """Parse the event ``sse[pos:j]`` in place (no copy of its megabytes) and apply it;
+        over ``max_event_bytes`` it ends the attempt."""
+        if j - pos > self._max_event:
+            raise event_too_large(self.arm, self._max_event)
+        with memoryview(sse) as mv:
+            if sse[pos : pos + 6] == b"data: " and sse.find(b"\n", pos, j) < 0:
+                with mv[pos + 6 : j] as payload:
+                    try:
+                        obj = _loads(payload)
+                    except orjson.JSONDecodeError:
+                        raise AttemptError(
+                            "bad_response",
+                            with_detail("invalid JSON in SSE data", repr(bytes(payload[:200]))),
+                            status,
+                        ) from None
+            else:
+                data = sse_data(bytes(mv[pos:j]))
+                if data is None:
+                    return
+                if data == b"[DONE]":
+                    att.done = True
+                    return
+                try:
+                    obj = _loads(data)
+                except orjson.JSONDecodeError:
+                    raise AttemptError(
+                        "bad_response",
+                        with_detail("invalid JSON in SSE data", repr(data[:200])),
+                        status,
+                    ) from None
+        apply_chunk(att, obj, t, self._chat)
+
+    def _json_body(
+        self, sock: Any, raw: bytes, framing: int, left: int, att: Attempt, keep_alive: bool
+    ) -> bool:
+        """A non-streamed 2xx response (``stream: false``): read the whole body (at most
+        ``max_event_bytes``, by the total deadline), then fold it into ``att`` as one chunk
+        stamped when its last byte arrived. Returns True when the connection may be reused."""
+        per_recv = self._gevent_timeout is None
+        total_deadline = att.t_sent + self._total_ns
+        limit = self._max_event
+        pause = self._pause
+        perf = clock.perf_ns
+        status = att.http_status
+        parts: list[bytes] = []
+        size = 0
+        unpaused = 0
+        try:
+            while True:
+                data, raw, left, done = deframe(raw, framing, left)
+                if data:
+                    size += len(data)
+                    if size > limit:
+                        raise event_too_large(self.arm, limit, "response body")
+                    parts.append(data)
+                if done:
+                    break
+                if per_recv:
+                    remaining = total_deadline - perf()
+                    if remaining <= 0:
+                        raise self._timeout_error(att)
+                    sock.settimeout(remaining / 1e9)
+                try:
+                    data = sock.recv(_RECV)
+                except TimeoutError:
+                    raise self._timeout_error(att) from None
+                except OSError as exc:
+                    raise self._closed(
+                        att, with_detail("connection closed before the response body ended", str(exc))
+                    ) from None
+                if not data:
+                    if framing == _Framing.CLOSE:
+                        break
+                    raise self._closed(att, "connection closed before the response body ended")
+                unpaused += len(data)
+                if unpaused >= YIELD_BYTES and pause is not None:
+                    unpaused = 0
+                    pause()
+                raw = raw + data if raw else data
+            t = perf()
+            body = b"".join(parts)
+            try:
+                obj = _loads(body)
+            except orjson.JSONDecodeError:
+                raise AttemptError(
+                    "bad_response",
+                    with_detail("invalid JSON in response body", repr(body[:200])),
+                ) from None
+            apply_body(att, obj, t, self._chat)
+        except AttemptError as exc:
+            if exc.http_status is None:
+                exc.http_status = status
+            raise
+        return keep_alive and framing != _Framing.CLOSE and not raw
 
     def _read_body(
         self, sock: Any, raw: bytes, framing: int, left: int, deadline: int

@@ -3,8 +3,13 @@
 ``GET {base_url}/models`` must answer 200 and list ``target.model``. Servers without
 ``/models`` (404/405/501) get a one-token, non-streaming completion instead. Anything else is a
 :class:`TargetError` naming the arm, the URL and the cause (connection refused, 401, the model
-missing with the ids that are available). Uses ``urllib`` so it works with or without gevent
-monkey-patching. API keys are sent, never shown.
+missing with the ids that are available); when ``base_url``'s path does not end in ``/v1``
+and the endpoints were not found, the message says that it usually should. Uses ``urllib`` so
+it works with or without gevent monkey-patching. API keys are sent, never shown.
+
+vLLM's ``/tokenize`` is not probed here: each load process's client finds out on its first
+response without usage (:class:`harness.targets.tokens.ServerTokenizer`), which needs no state
+passed to remote workers and costs nothing when the server sends usage.
 """
 
 from __future__ import annotations
@@ -62,6 +67,25 @@ def _message(body: bytes) -> str:
     return text.strip()[:300]
 
 
+def v1_hint(base_url: str) -> str:
+    """``"; base_url should usually end in /v1 (e.g. http://host:8000/v1)"`` when its path does
+    not end in ``/v1`` (the example uses the URL's own scheme, host and port, no user info);
+    else ``""``."""
+    u = urlsplit(base_url)
+    if u.path.rstrip("/").endswith("/v1"):
+        return ""
+    host = u.hostname or "host"
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    try:
+        port = u.port
+    except ValueError:
+        port = None
+    netloc = host + (f":{port}" if port else "")
+    example = urlunsplit((u.scheme or "http", netloc, u.path.rstrip("/") + "/v1", "", ""))
+    return f"; base_url should usually end in /v1 (e.g. {example})"
+
+
 def preflight(
     arm: str, target: TargetConfig, *, api_key: str | None = None, timeout_s: float = 10.0
 ) -> list[str]:
@@ -97,7 +121,7 @@ def preflight(
     try:
         ids = [str(m["id"]) for m in json.loads(body)["data"]]
     except (ValueError, KeyError, TypeError):
-        raise fail(f"unexpected /models body: {body[:200]!r}") from None
+        raise fail(f"unexpected /models body: {body[:200]!r}{v1_hint(base)}") from None
     if target.model not in ids:
         shown = ", ".join(ids[:30]) + (f" (+{len(ids) - 30} more)" if len(ids) > 30 else "")
         raise fail(f"model {target.model!r} is not served; available: {shown or '(none)'}")
@@ -120,7 +144,12 @@ def _one_token(
         reason = getattr(exc, "reason", exc)
         raise TargetError(f"arms.{arm}: preflight {url}: cannot connect ({reason})") from None
     if status != 200:
-        msg = f"arms.{arm}: preflight {url} (/models unsupported, 1-token request): HTTP {status}: {_message(resp)}"
+        hint = v1_hint(base) if status in _UNSUPPORTED else ""
+        if hint:  # neither endpoint exists there: most likely the /v1 suffix is missing
+            what = "/models and the 1-token request not found"
+        else:
+            what = "/models unsupported, 1-token request"
+        msg = f"arms.{arm}: preflight {url} ({what}): HTTP {status}: {_message(resp)}{hint}"
         raise TargetError(redact(msg, secrets))
 
 

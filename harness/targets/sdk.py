@@ -22,6 +22,8 @@ own error text goes into a bracketed detail at the end of the message
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import threading
 from typing import Any
@@ -31,13 +33,20 @@ import orjson
 
 from harness.config import TargetConfig
 from harness.targets import clock
-from harness.targets.attempt import Attempt, cut_short_message, is_error_chunk, stream_error
-from harness.targets.client import ArmClient
+from harness.targets.attempt import (
+    Attempt,
+    apply_body,
+    cut_short_message,
+    is_error_chunk,
+    stream_error,
+)
+from harness.targets.client import YIELD_BYTES, ArmClient, cooperative_pause
 from harness.targets.errors import (
     MAX_HEAD_BYTES,
     AttemptError,
     classify_status,
     error_text,
+    event_too_large,
     headers_too_large,
     with_detail,
 )
@@ -48,6 +57,13 @@ _CLIENTS_LOCK = threading.Lock()
 
 # Body fields passed as typed SDK arguments; anything else goes through ``extra_body``.
 _TYPED = ("max_tokens", "max_completion_tokens", "stream_options", "temperature", "seed")
+
+#: Under gevent, the stream loop pauses after this many chunks read without a pause (each
+#: costs the SDK tens of microseconds; a flood of them must not hold the process).
+_PAUSE_EVENTS = 16
+
+#: Most of a non-2xx-like body read to word an error (as the lean client reads).
+_MAX_ERROR_BODY = 65536
 
 
 def shared_openai_client(target: TargetConfig, api_key: str, arm: str) -> Any:
@@ -101,6 +117,12 @@ class SdkClient(ArmClient):
         self._client = shared_openai_client(target, self._key, arm)
         api = self._client.chat.completions if self._chat else self._client.completions
         self._create = api.with_raw_response.create
+        self._create_streaming = api.with_streaming_response.create  # stream: false bodies
+        from openai.types import Completion
+        from openai.types.chat import ChatCompletion
+
+        self._body_type = ChatCompletion if self._chat else Completion
+        self._pause = cooperative_pause()
         self._inflight: set[Any] = set()
         u = urlsplit(target.base_url or "")
         self._hostport = f"{u.hostname}:{u.port or (443 if u.scheme == 'https' else 80)}"
@@ -108,8 +130,13 @@ class SdkClient(ArmClient):
 
     def _prepare(self, body: dict[str, Any]) -> dict[str, Any]:
         body = dict(body)
-        kwargs: dict[str, Any] = {"model": body.pop("model"), "stream": True}
+        kwargs: dict[str, Any] = {"model": body.pop("model"), "stream": self._streamed}
         body.pop("stream", None)
+        if not self._streamed:  # the whole body is the first token: total_s bounds each read
+            import httpx2
+
+            to = self.target.timeouts
+            kwargs["timeout"] = httpx2.Timeout(to.total_s, connect=to.connect_s)
         if self._chat:
             kwargs["messages"] = body.pop("messages")
         else:
@@ -135,75 +162,13 @@ class SdkClient(ArmClient):
     def _attempt(self, payload: dict[str, Any], att: Attempt) -> None:
         oa = self._openai
         perf = clock.perf_ns
-        ft_deadline = att.t_sent + self._ft_ns
-        total_deadline = att.t_sent + self._total_ns
-        chat = self._chat
         times = att.times
-        stream = None
+        total_deadline = att.t_sent + self._total_ns
         try:
-            raw = self._create(**payload)
-            resp = raw.http_response
-            att.http_status = raw.status_code
-            att.server_request_id = raw.headers.get("x-request-id")
-            if _head_size(resp) > MAX_HEAD_BYTES:  # the limit lean applies, however it was read
-                resp.close()
-                raise headers_too_large()
-            ctype = raw.headers.get("content-type", "")
-            if "text/event-stream" not in ctype:
-                body = resp.read()
-                resp.close()
-                try:
-                    obj = orjson.loads(body)
-                except orjson.JSONDecodeError:
-                    obj = None
-                if isinstance(obj, dict) and is_error_chunk(obj):  # classified as lean does
-                    raise stream_error(obj)
-                text = body[:200].decode("utf-8", "replace")
-                raise AttemptError(
-                    "bad_response", f"expected text/event-stream, got {ctype or '?'}: {text}"
-                )
-            stream = raw.parse()
-            dec = getattr(stream, "_decoder", None)
-            if dec is not None and hasattr(dec, "iter_bytes"):  # the SDK swallows [DONE]
-                stream._decoder = _DoneWatch(dec, att)
-            self._inflight.add(stream)
-            try:  # the socket, so that cancel() can interrupt a blocked read from any thread
-                ns = raw.http_response.extensions.get("network_stream")
-                stream._harness_sock = ns.get_extra_info("socket") if ns is not None else None
-            except Exception:
-                pass
-            for chunk in stream:
-                t = perf()
-                choices = getattr(chunk, "choices", None)
-                if choices:
-                    c0 = choices[0]
-                    if chat:
-                        d = c0.delta
-                        text = d.content if d is not None else None
-                        if text:
-                            times.append(t)
-                            att.pieces.append(text)
-                        elif d is not None:
-                            r = getattr(d, "reasoning_content", None) or getattr(
-                                d, "reasoning", None
-                            )
-                            if r and isinstance(r, str):
-                                times.append(t)
-                                att.reasoning.append(r)
-                    else:
-                        text = c0.text
-                        if text:
-                            times.append(t)
-                            att.pieces.append(text)
-                    if c0.finish_reason:
-                        att.finish_reason = c0.finish_reason
-                elif getattr(chunk, "object", None) == "error":  # vLLM's in-stream error
-                    raise stream_error(chunk.model_dump())
-                u = getattr(chunk, "usage", None)
-                if u is not None:
-                    att.usage = u.model_dump() if hasattr(u, "model_dump") else dict(u)
-                if (not times and t > ft_deadline) or t > total_deadline:
-                    raise self._timeout_error(att)
+            if self._streamed:
+                self._stream(payload, att)
+            else:
+                self._body(payload, att)
         except AttemptError as exc:
             if exc.http_status is None:
                 exc.http_status = att.http_status
@@ -254,10 +219,164 @@ class SdkClient(ArmClient):
             if att.done or att.finish_reason is not None:
                 return
             raise self._connection_error(att, exc, exc) from None
+
+    def _stream(self, payload: dict[str, Any], att: Attempt) -> None:
+        """One streamed exchange through the SDK (``stream=True``)."""
+        perf = clock.perf_ns
+        ft_deadline = att.t_sent + self._ft_ns
+        total_deadline = att.t_sent + self._total_ns
+        chat = self._chat
+        times = att.times
+        pause = self._pause
+        unpaused = 0
+        stream = None
+        try:
+            raw = self._create(**payload)
+            resp = raw.http_response
+            att.http_status = raw.status_code
+            att.server_request_id = raw.headers.get("x-request-id")
+            if _head_size(resp) > MAX_HEAD_BYTES:  # the limit lean applies, however it was read
+                resp.close()
+                raise headers_too_large()
+            ctype = raw.headers.get("content-type", "")
+            if "text/event-stream" not in ctype:
+                body = resp.read()
+                resp.close()
+                try:
+                    obj = orjson.loads(body)
+                except orjson.JSONDecodeError:
+                    obj = None
+                if isinstance(obj, dict) and is_error_chunk(obj):  # classified as lean does
+                    raise stream_error(obj)
+                text = body[:200].decode("utf-8", "replace")
+                raise AttemptError(
+                    "bad_response", f"expected text/event-stream, got {ctype or '?'}: {text}"
+                )
+            stream = raw.parse()
+            dec = getattr(stream, "_decoder", None)
+            if dec is not None and hasattr(dec, "iter_bytes"):
+                stream._decoder = _Guard(dec, att, self)
+            self._inflight.add(stream)
+            try:  # the socket, so that cancel() can interrupt a blocked read from any thread
+                ns = raw.http_response.extensions.get("network_stream")
+                stream._harness_sock = ns.get_extra_info("socket") if ns is not None else None
+            except Exception:
+                pass
+            for chunk in stream:
+                t = perf()
+                choices = getattr(chunk, "choices", None)
+                if choices:
+                    c0 = choices[0]
+                    if chat:
+                        d = c0.delta
+                        text = d.content if d is not None else None
+                        if text:
+                            times.append(t)
+                            att.pieces.append(text)
+                        elif d is not None:
+                            r = getattr(d, "reasoning_content", None) or getattr(
+                                d, "reasoning", None
+                            )
+                            if r and isinstance(r, str):
+                                times.append(t)
+                                att.reasoning.append(r)
+                    else:
+                        text = c0.text
+                        if text:
+                            times.append(t)
+                            att.pieces.append(text)
+                    if c0.finish_reason:
+                        att.finish_reason = c0.finish_reason
+                elif getattr(chunk, "object", None) == "error":  # vLLM's in-stream error
+                    raise stream_error(chunk.model_dump())
+                u = getattr(chunk, "usage", None)
+                if u is not None:
+                    att.usage = u.model_dump() if hasattr(u, "model_dump") else dict(u)
+                if (not times and t > ft_deadline) or t > total_deadline:
+                    raise self._timeout_error(att)
+                if pause is not None:
+                    unpaused += 1
+                    if unpaused >= _PAUSE_EVENTS:  # a flood of chunks: let others run
+                        unpaused = 0
+                        pause()
         finally:
             if stream is not None:
                 self._inflight.discard(stream)
                 stream.close()
+
+    def _body(self, payload: dict[str, Any], att: Attempt) -> None:
+        """One non-streamed exchange (``stream: false``): the body is read through the SDK's
+        streaming response, bounded by ``max_event_bytes`` and the total deadline (a plain
+        ``create`` would read it whole, unbounded), then decoded as the SDK decodes it (JSON,
+        then its pydantic model) and folded into ``att`` as one chunk."""
+        import httpx2
+
+        perf = clock.perf_ns
+        total_deadline = att.t_sent + self._total_ns
+        limit = self._max_event
+        pause = self._pause
+        with self._create_streaming(**payload) as raw:
+            resp = raw.http_response
+            att.http_status = raw.status_code
+            att.server_request_id = raw.headers.get("x-request-id")
+            if _head_size(resp) > MAX_HEAD_BYTES:
+                raise headers_too_large()
+            ctype = raw.headers.get("content-type", "")
+            sse = "text/event-stream" in ctype  # the server streamed anyway: an error
+            holder = _Inflight()
+            try:
+                ns = resp.extensions.get("network_stream")
+                holder._harness_sock = ns.get_extra_info("socket") if ns is not None else None
+            except Exception:
+                pass
+            self._inflight.add(holder)
+            parts: list[bytes] = []
+            size = unpaused = 0
+            try:
+                for chunk in resp.iter_bytes():
+                    size += len(chunk)
+                    if size > limit:
+                        raise event_too_large(self.arm, limit, "response body")
+                    parts.append(chunk)
+                    if sse and size > _MAX_ERROR_BODY:
+                        break
+                    if perf() > total_deadline:
+                        raise self._timeout_error(att)
+                    unpaused += len(chunk)
+                    if unpaused >= YIELD_BYTES and pause is not None:
+                        unpaused = 0
+                        pause()
+            except httpx2.TimeoutException:
+                raise self._timeout_error(att) from None
+            except httpx2.TransportError as exc:
+                if self._cancelled:
+                    raise AttemptError("cancelled", "run stopped while in flight") from None
+                raise self._closed(
+                    att,
+                    with_detail(
+                        "connection closed before the response body ended",
+                        f"{type(exc).__name__}: {exc}",
+                    ),
+                ) from None
+            finally:
+                self._inflight.discard(holder)
+            body = b"".join(parts)
+        if sse:
+            text = body[:200].decode("utf-8", "replace")
+            raise AttemptError(
+                "bad_response", f"expected a JSON body (stream: false), got text/event-stream: {text}"
+            )
+        try:
+            obj = json.loads(body)  # as the SDK's response.json() does
+        except ValueError:
+            raise AttemptError(
+                "bad_response", with_detail("invalid JSON in response body", repr(body[:200]))
+            ) from None
+        try:  # the model an application would get (its cost is part of what the SDK measures)
+            self._client._process_response_data(data=obj, cast_to=self._body_type, response=resp)
+        except Exception:
+            pass  # a shape the SDK cannot model: apply_body words what is wrong with it
+        apply_body(att, obj, perf(), self._chat)
 
     def _connection_error(self, att: Attempt, exc: Exception, cause: Any) -> AttemptError:
         """A transport failure, worded and classified as the lean client does: a malformed
@@ -281,22 +400,93 @@ class SdkClient(ArmClient):
         return self._closed(att, f"{exc}: {cause!r}")
 
 
-class _DoneWatch:
-    """Wraps the SDK's SSE decoder to note ``data: [DONE]`` (which the SDK drops) in
-    ``att.done``, so both clients tell "[DONE] but no finish_reason" from a plain cut."""
+class _Inflight:
+    """What :meth:`SdkClient._abort_inflight` needs of a non-streamed exchange: its socket."""
 
-    __slots__ = ("_dec", "_att")
+    __slots__ = ("_harness_sock",)
 
-    def __init__(self, dec: Any, att: Attempt) -> None:
+    def __init__(self) -> None:
+        self._harness_sock: Any = None
+
+    def close(self) -> None:
+        pass
+
+
+# An empty line: two line ends (CRLF, a lone CR or LF each), the end of an SSE event.
+_BLANK = re.compile(rb"(?:\r\n|\r(?!\n)|\n)(?:\r\n|\r(?!\n)|\n)")
+
+
+def _after_last_blank(buf: bytes) -> int:
+    """Index just after the last empty line in ``buf``; -1 when it has none."""
+    end = -1
+    for sep in (b"\n\n", b"\n\r\n", b"\r\r"):
+        i = buf.rfind(sep)
+        if i >= 0 and i + len(sep) > end:
+            end = i + len(sep)
+    return end
+
+
+class _Guard:
+    """Wraps the SDK's SSE decoder (which imposes no size limit and, reading data already
+    there, never yields under gevent) between it and the response bytes.
+
+    - notes ``data: [DONE]`` (which the SDK drops) in ``att.done``, so both clients tell
+      "[DONE] but no finish_reason" from a plain cut;
+    - counts the bytes of the event being read: one over ``max_event_bytes`` ends the attempt
+      before the decoder buffers more (an endless line cost the SDK 4x its size in memory);
+    - checks the first-token / total deadline at every read, not only at every event (an
+      endless line has none);
+    - under gevent, pauses every ``YIELD_BYTES`` so timers and other streams run.
+    """
+
+    __slots__ = ("_dec", "_att", "_client")
+
+    def __init__(self, dec: Any, att: Attempt, client: SdkClient) -> None:
         self._dec = dec
         self._att = att
+        self._client = client
 
     def iter_bytes(self, iterator: Any) -> Any:
         att = self._att
-        for sse in self._dec.iter_bytes(iterator):
+        for sse in self._dec.iter_bytes(self._guarded(iterator)):
             if sse.data.startswith("[DONE]"):
                 att.done = True
             yield sse
+
+    def _guarded(self, chunks: Any) -> Any:
+        client, att = self._client, self._att
+        limit = client._max_event
+        pause = client._pause
+        perf = clock.perf_ns
+        ft_deadline = att.t_sent + client._ft_ns
+        total_deadline = att.t_sent + client._total_ns
+        pending = 0  # bytes of the event being read (since the last empty line)
+        tail = b""  # the end of the previous read: an empty line may span two reads
+        unpaused = 0
+        for chunk in chunks:
+            n = len(chunk)
+            probe = tail + chunk if pending else chunk
+            if pending + n <= limit:  # the common case: no event here can be over the limit
+                end = _after_last_blank(probe)
+                pending = len(probe) - end if end >= 0 else pending + n
+            else:  # measure every event that ends here, then the one still open
+                start = len(probe) - n - pending  # where the open event began (may be < 0)
+                for m in _BLANK.finditer(probe):
+                    if m.start() - start > limit:
+                        raise event_too_large(client.arm, limit)
+                    start = m.end()
+                pending = len(probe) - start
+                if pending > limit + 1:  # + 1: the first line end of the empty line
+                    raise event_too_large(client.arm, limit)
+            tail = probe[-3:]
+            if perf() > (total_deadline if att.times else ft_deadline):
+                raise client._timeout_error(att)
+            if pause is not None:
+                unpaused += n
+                if unpaused >= YIELD_BYTES:
+                    unpaused = 0
+                    pause()
+            yield chunk
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._dec, name)

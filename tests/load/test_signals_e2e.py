@@ -312,17 +312,18 @@ import errno, os
 if os.environ.get("ENOSPC_AFTER"):
     from harness.record import writer
     real = writer.RequestWriter.write_batch
-    calls = []
-    def write_batch(self, rows, seq):
-        calls.append(seq)
-        if len(calls) > int(os.environ["ENOSPC_AFTER"]):
+    calls = {}
+    def write_batch(self, rows, seq):  # each writer (one per worker's rows) fills up alike
+        calls.setdefault(self.prefix, []).append(seq)
+        if len(calls[self.prefix]) > int(os.environ["ENOSPC_AFTER"]):
             raise OSError(errno.ENOSPC, "No space left on device")
         return real(self, rows, seq)
     writer.RequestWriter.write_batch = write_batch
 """
 
 
-def test_disk_full_in_workers_stops_the_distributed_run(reports, tmp_path):
+def test_disk_full_on_the_master_stops_the_distributed_run(reports, tmp_path):
+    """The master writes the workers' rows (one writer each): its full disk stops them all."""
     (tmp_path / "sitecustomize.py").write_text(_SITECUSTOMIZE)  # patches every process
     pythonpath = os.pathsep.join(
         filter(None, [str(tmp_path), str(ROOT), os.environ.get("PYTHONPATH")])

@@ -57,6 +57,19 @@ class Script:
     split_at: list[int] | None = None
     bytewise: bool = False
     split_pause_s: float = 0.002
+    # Hostile streams. ``event_pad``: content chunk 0 carries an extra field of this many bytes
+    # (one huge event, in one HTTP chunk). ``flood``: this many tiny text-less events before
+    # the content, written at once. ``endless_after``: after N content chunks, one SSE line
+    # that never ends, written in 64 KiB pieces (``endless_pause_s`` apart) until the client
+    # goes away.
+    event_pad: int = 0
+    flood: int = 0
+    endless_after: int | None = None
+    endless_pause_s: float = 0.0
+    # ``stream: false``: a request that asks for no stream gets one JSON body (chat.completion
+    # or text_completion) after ``ttft_s``; ``json_framing``: length | chunked | close.
+    json_framing: str = "length"
+    reasoning: str | None = None  # non-streamed chat: message.reasoning_content
 
 
 class ScriptServer:
@@ -72,6 +85,7 @@ class ScriptServer:
         self.port = 0
         self.connections = 0
         self._writers: set[asyncio.StreamWriter] = set()
+        self._padded: dict[tuple[int, str], str] = {}
         ready = threading.Event()
         self.thread = threading.Thread(target=self._run, args=(ready,), daemon=True)
         self.thread.start()
@@ -237,6 +251,8 @@ class ScriptServer:
             await put(hdr.encode() + f"Content-Length: {len(s.body)}\r\n\r\n".encode() + s.body)
             await flush_split()
             return True
+        if body and body.get("stream") is False and s.content_type == "text/event-stream":
+            return await self._play_json(w, s, hdr, body, chat, put, flush_split)
         hdr += "Transfer-Encoding: chunked\r\n\r\n" if s.chunked else "Connection: close\r\n\r\n"
         await put(hdr.encode(), drain=False)  # goes out with the first event
         pending: list[bytes] = []
@@ -270,6 +286,15 @@ class ScriptServer:
 
         if s.role_chunk and chat:
             await send(chunk(None, role=True))
+        if s.flood:
+            ev = "data: " + chunk(None) + nl + nl
+            evs = (ev * s.flood).encode()
+            step = 64 * 1024 - 64 * 1024 % len(ev)  # whole events per HTTP chunk
+            for k in range(0, len(evs), step):
+                part = evs[k : k + step]
+                pending.append(f"{len(part):x}\r\n".encode() + part + b"\r\n" if s.chunked else part)
+            await put(b"".join(pending))
+            pending.clear()
         if s.ttft_s and not split:
             await asyncio.sleep(s.ttft_s)
         n = len(s.chunks)
@@ -286,6 +311,18 @@ class ScriptServer:
                 await flush_split()
                 await asyncio.sleep(3600)
                 return False
+            if s.endless_after is not None and i >= s.endless_after:
+                await put(b"".join(pending))
+                await flush_split()
+                block = b"x" * 65536
+                line = b"data: {" + block[7:]
+                while True:
+                    frame_ = f"{len(line):x}\r\n".encode() + line + b"\r\n" if s.chunked else line
+                    w.write(frame_)
+                    await w.drain()  # raises once the client has gone
+                    if s.endless_pause_s:
+                        await asyncio.sleep(s.endless_pause_s)
+                    line = block
             if s.invalid_json_at == i:
                 await send('{"choices": [ not json')
                 continue
@@ -297,6 +334,15 @@ class ScriptServer:
             if i == 0:
                 log["t_first_write"] = time.perf_counter_ns()
             fin = s.finish if (last and not s.finish_separate) else None
+            if i == 0 and s.event_pad:
+                key = (s.event_pad, chunk(text, fin))
+                if key not in self._padded:  # built once: the server is not what is measured
+                    obj = json.loads(key[1])
+                    obj["pad"] = "p" * s.event_pad
+                    self._padded.clear()
+                    self._padded[key] = json.dumps(obj)
+                await send(self._padded[key], flush=not last or s.finish_separate)
+                continue
             await send(chunk(text, fin), flush=not last or s.finish_separate)
         if s.finish and s.finish_separate:
             await send(chunk(None, s.finish), flush=False)
@@ -323,6 +369,59 @@ class ScriptServer:
         await put(out)
         await flush_split()
         if not s.chunked:
+            w.close()
+            return False
+        return True
+
+
+    async def _play_json(self, w, s: Script, hdr: str, body: Any, chat: bool, put, flush) -> bool:
+        """One non-streamed completion (``stream: false``), scripted like a stream: its text
+        is the chunks joined; ``finish``, ``usage``, ``truncate_after`` (close mid-body),
+        ``stall_after`` (send half the body, then nothing), ``event_pad`` apply."""
+        if s.ttft_s and not (s.bytewise or s.split_at is not None):
+            await asyncio.sleep(s.ttft_s)
+        text = "".join(s.chunks)
+        model = body.get("model", "m")
+        if chat:
+            msg: dict[str, Any] = {"role": "assistant", "content": text}
+            if s.reasoning is not None:
+                msg["reasoning_content"] = s.reasoning
+            choice: dict[str, Any] = {"index": 0, "message": msg, "finish_reason": s.finish}
+            obj: dict[str, Any] = {"id": "c1", "object": "chat.completion", "created": 1}
+        else:
+            choice = {"index": 0, "text": text, "finish_reason": s.finish}
+            obj = {"id": "c1", "object": "text_completion", "created": 1}
+        obj.update(model=model, choices=[choice])
+        if s.usage:
+            ct = s.completion_tokens if s.completion_tokens is not None else len(s.chunks)
+            obj["usage"] = {
+                "prompt_tokens": s.prompt_tokens,
+                "completion_tokens": ct,
+                "total_tokens": s.prompt_tokens + ct,
+            }
+        if s.event_pad:
+            obj["pad"] = "p" * s.event_pad
+        data = json.dumps(obj).encode()
+        hdr = hdr.replace(f"Content-Type: {s.content_type}", "Content-Type: application/json")
+        if s.json_framing == "chunked":
+            head = hdr + "Transfer-Encoding: chunked\r\n\r\n"
+            half = len(data) // 2
+            out = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (data[:half], data[half:]))
+            out += b"0\r\n\r\n"
+        elif s.json_framing == "close":
+            head, out = hdr + "Connection: close\r\n\r\n", data
+        else:
+            head, out = hdr + f"Content-Length: {len(data)}\r\n\r\n", data
+        if s.truncate_after is not None or s.stall_after is not None:
+            await put(head.encode() + out[: len(out) // 2])
+            await flush()
+            if s.stall_after is not None:
+                await asyncio.sleep(3600)
+            w.transport.abort()
+            return False
+        await put(head.encode() + out)
+        await flush()
+        if s.json_framing == "close":
             w.close()
             return False
         return True
