@@ -14,9 +14,8 @@ received), or one that failed before any output, per error type. Modes: ``none``
 nothing, ``input`` the prompt, ``input_output`` the prompt and every output token recorded on
 the row (for a cut-short stream: the tokens received).
 
-Token cost of an attempt, USD:
-``(uncached * p_input + cached * p_cached_input + output * p_output) / 1e6``
-(batch prices instead when ``pricing.batch``).
+Token cost of an attempt, USD (prices per 1M tokens; batch prices when ``pricing.batch``):
+``cost = (uncached x p_input + cached x p_cached_input + output x p_output) / 1e6``.
 """
 
 from __future__ import annotations
@@ -36,14 +35,13 @@ _MODE_CODE = {m: i for i, m in enumerate(BILL_MODES)}
 
 def check_policy(policy: BillingPolicy, where: str) -> None:
     """Every mode is one of :data:`BILL_MODES`; raises ConfigError naming the key."""
-    for key, mode in (("ok", policy.ok), ("after_first_token", policy.after_first_token)):
+    for key, mode in (("ok", policy.ok), ("mid_stream", policy.mid_stream)):
         if mode not in _MODE_CODE:
             raise ConfigError(f"{where}.{key}: {mode!r} is not one of {', '.join(BILL_MODES)}")
-    for etype, mode in policy.before_first_token.items():
+    for etype, mode in policy.before_output.items():
         if mode not in _MODE_CODE:
             raise ConfigError(
-                f"{where}.before_first_token.{etype}: {mode!r} is not one of "
-                f"{', '.join(BILL_MODES)}"
+                f"{where}.before_output.{etype}: {mode!r} is not one of {', '.join(BILL_MODES)}"
             )
 
 
@@ -68,7 +66,7 @@ def bill_modes(
     ok: np.ndarray, error_type: list[str | None], got_token: np.ndarray, policy: BillingPolicy
 ) -> np.ndarray:
     """The billing mode code (NONE, INPUT, INPUT_OUTPUT) of every attempt."""
-    before = policy.before_first_token
+    before = policy.before_output
     default = _MODE_CODE[before.get("default", "none")]
     per_type = np.array(
         [_MODE_CODE[before[t]] if t in before else default for t in error_type], dtype=np.int8
@@ -76,7 +74,7 @@ def bill_modes(
     return np.where(
         ok,
         _MODE_CODE[policy.ok],
-        np.where(got_token, _MODE_CODE[policy.after_first_token], per_type),
+        np.where(got_token, _MODE_CODE[policy.mid_stream], per_type),
     ).astype(np.int8)
 
 

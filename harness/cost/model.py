@@ -11,16 +11,19 @@ Formulas (a month is :data:`HOURS_PER_MONTH` = 730 hours = 365 x 24 / 12):
   attempt, of a retried attempt);
 - self-hosted: demand in hour ``h`` is ``d_h = V / (730 x 3600) x w_h`` requests/s; replicas
   ``n_h = max(min_replicas, ceil(d_h / (capacity x (1 - headroom))))``; replica-hours
-  ``R = (730 / H) x sum_h n_h`` over the ``H`` hours of the curve; GPU-hours ``R x gpus``;
-  compute ``R x price_per_hour(purchase)``; fixed ``eng_hours x hourly_rate + storage +
-  network + monitoring + other``; total = compute + fixed; utilisation
-  ``V / (R x 3600 x capacity)``; USD per 1M output tokens ``compute / (V x out_call / 1e6)``;
-- hybrid share ``s`` self-hosted: ``api(V (1 - s)) + self(V s)`` (fixed costs in full);
+  ``R = (730 / H) x sum_h n_h`` over the ``H`` hours of the curve;
+  ``gpu_hours = R x gpus``; ``compute = R x price_per_hour(purchase)``;
+  ``fixed = eng_hours x hourly_rate + storage + network + monitoring + other``;
+  ``self(V) = compute + fixed``; ``utilisation = V / (R x 3600 x capacity)``;
+  ``usd_per_1m_output = compute / (V x output_per_call / 1e6)``;
+- hybrid, share ``s`` self-hosted: ``hybrid(V, s) = api(V (1 - s)) + self(V s)`` (fixed
+  costs in full);
 - break-even: the smallest volume ``V*`` above which ``self(V) <= api(V)`` at every volume
   (exact, over the replica steps: :func:`break_even_calls`); ``None`` when the self-hosted
-  marginal cost per call ``price / (3600 x capacity x (1 - headroom))`` is not below
-  ``c_call`` (self-hosting never pays off at this capacity);
-- growth: month ``k`` carries ``V (1 + g)^k``.
+  marginal cost per call ``m = price / (3600 x capacity x (1 - headroom))`` is not below
+  ``c_call`` (self-hosting never pays off at this capacity); reported as
+  ``break_even_spend = api(V*)`` and ``break_even_tokens = V* x tokens_per_call``;
+- growth: month ``k`` (0 = this month) carries ``V_k = V x (1 + g)^k``.
 
 Money is :class:`~decimal.Decimal` throughout (28 significant digits).
 """

@@ -8,6 +8,7 @@ from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter
 
 from harness.analysis.data import RunData
 from harness.cost.section import cost_section
@@ -40,6 +41,19 @@ def big(x: Any) -> str:
 
 # ---------------------------------------------------------------- plots
 
+#: Short names for the sensitivity chart's axis (the summary keeps the full ones).
+_SHORT = {"engineering hours": "eng. hours", "capacity per replica": "capacity",
+          "traffic growth": "growth", "purchase mode": "purchase"}  # fmt: skip
+
+
+def _money_ticks(v: float, _pos: Any = None) -> str:
+    sign = "-" if v < 0 else ""
+    return sign + "$" + big(abs(v)) if abs(v) >= 1000 else f"{sign}${abs(v):.3g}"
+
+
+def _count_ticks(v: float, _pos: Any = None) -> str:
+    return big(v)
+
 
 def _plots(data: RunData, s: Summary, w: PlotWriter) -> list[PlotRef | None]:
     c = s.get("cost") or {}
@@ -66,6 +80,8 @@ def plot_volume(c: dict[str, Any], w: PlotWriter) -> PlotRef:
     ax.axvline(c["traffic"]["monthly_calls"], color="grey", ls="-", lw=0.8)
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.xaxis.set_major_formatter(FuncFormatter(_count_ticks))
+    ax.yaxis.set_major_formatter(FuncFormatter(_money_ticks))
     ax.set_xlabel("Model calls per month (grey: your projected traffic)")
     ax.set_ylabel("USD per month")
     ax.legend(fontsize=8)
@@ -87,8 +103,9 @@ def plot_tornado(c: dict[str, Any], w: PlotWriter) -> PlotRef:
     ax.axvline(base, color="k", lw=0.8)
     ax.axvline(0, color="grey", lw=0.8, ls=":")
     ax.set_yticks(np.arange(len(rows)))
-    ax.set_yticklabels([r["factor"] for r in rows], fontsize=8)
-    ax.set_xlabel("12-month saving of self-hosting vs the API (USD; > 0: self-hosting cheaper)")
+    ax.set_yticklabels([_SHORT.get(r["factor"], r["factor"]) for r in rows], fontsize=7)
+    ax.xaxis.set_major_formatter(FuncFormatter(_money_ticks))
+    ax.set_xlabel("12-month saving of self-hosting vs the API (> 0: self-hosting cheaper)")
     ax.set_ylabel("Input moved (others fixed)")
     return w.save(fig, "cost_sensitivity", "What moves the answer")
 
@@ -104,6 +121,7 @@ def plot_projection(c: dict[str, Any], w: PlotWriter) -> PlotRef:
                 label=f"hybrid {float(share):.0%} self-hosted")  # fmt: skip
     g = c["inputs"]["traffic"]["monthly_growth"]
     ax.set_xlabel(f"Month (traffic grows {g:.0%} per month)")
+    ax.yaxis.set_major_formatter(FuncFormatter(_money_ticks))
     ax.set_ylabel("USD per month")
     ax.legend(fontsize=8)
     return w.save(fig, "cost_projection", "12-month projection")

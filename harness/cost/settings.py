@@ -20,15 +20,15 @@ PURCHASE_MODES = ("on_demand", "spot", "reserved")
 class BillingPolicy:
     """What a provider bills per attempt outcome (see :mod:`harness.cost.billing`).
 
-    ``ok``: a successful attempt. ``after_first_token``: an attempt that failed after output
+    ``ok``: a successful attempt. ``mid_stream``: an attempt that failed after output
     began (cut short, timed out mid-stream, cancelled mid-stream): billed as received.
-    ``before_first_token``: per error type, an attempt that failed before any output token
+    ``before_output``: per error type, an attempt that failed before any output token
     (``default`` for types not listed). Modes: none | input | input_output.
     """
 
     ok: str = "input_output"
-    after_first_token: str = "input_output"
-    before_first_token: dict[str, str] = field(
+    mid_stream: str = "input_output"
+    before_output: dict[str, str] = field(
         default_factory=lambda: {
             "default": "none",
             "rate_limited": "none",

@@ -65,6 +65,18 @@ def format_summary(summary: dict[str, Any]) -> str:
         cancelled = err.get("cancelled")
         if cancelled:
             lines.append(f"{'':<14}cancelled by the harness (not counted): {cancelled}")
+    cost = summary.get("cost") or {}
+    costed = [(a, b) for a, b in (cost.get("arms") or {}).items()
+              if b.get("monthly_total_usd") is not None]  # fmt: skip
+    if costed:
+        monthly = ", ".join(f"{plain(a)} ${b['monthly_total_usd']:,.0f}" for a, b in costed)
+        be = cost.get("break_even") or {}
+        spend = be.get("monthly_api_spend_usd")
+        tail = (f"; break-even at ${spend:,.0f}/month of API spend" if spend is not None
+                else "; self-hosting never breaks even at the measured capacity"
+                if be.get("never") else "")  # fmt: skip
+        calls = (cost.get("traffic") or {}).get("monthly_calls") or 0
+        lines.append(f"cost per month at {calls:,.0f} calls: {monthly}{tail}")
     for caveat in (summary.get("caveats") or [])[:5]:
         lines.append(f"note: {plain(caveat)}")
     return "\n".join(lines)

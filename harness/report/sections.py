@@ -736,6 +736,11 @@ def _degraded_caveats(m: dict[str, Any]) -> list[str]:
     return out
 
 
+#: How a completion count without usage was made (``tokens_source``), for the caveats.
+_LOCAL_COUNTS = {"tokenizer": "by an OpenAI tokenizer's count of the text", "chunks": "as one "
+                 "token per streamed chunk"}  # fmt: skip
+
+
 def _check_caveats(s: Summary) -> list[str]:
     """The run checks (``summary.checks``, :mod:`harness.analysis.checks`) in words."""
     checks = s.get("checks") or {}
@@ -790,24 +795,28 @@ def _check_caveats(s: Summary) -> list[str]:
         local, server = prompt.get("tokenizer", 0), prompt.get("tokenize", 0)
         not_usage = n_comp - comp.get("usage", 0)
         parts = []
+        prompt_parts = []
         if local:
-            parts.append(
+            prompt_parts.append(
                 f"the prompt token counts of {fmt.pct(local / n_prompt)} of its successful "
-                "requests are "
-                "local estimates (an OpenAI tokenizer without the server's chat template, "
-                "which usually counts fewer tokens than the server)"
+                "requests are local estimates (an OpenAI tokenizer without the server's chat "
+                "template, which usually counts fewer tokens than the server)"
             )
         if server:
-            parts.append(
-                f"those of {fmt.pct(server / n_prompt)} were counted by the server's /tokenize "
-                "endpoint (its tokenizer and chat template)"
+            whose = "those of" if local else "the prompt token counts of"
+            prompt_parts.append(
+                f"{whose} {fmt.pct(server / n_prompt)} come from the server's /tokenize "
+                "endpoint (its own tokenizer and chat template)"
             )
+        if prompt_parts:
+            parts.append(" and ".join(prompt_parts))
         if not_usage:
-            how = ", ".join(f"{k} {v}" for k, v in comp.items() if k != "usage")
+            how = ", ".join(
+                f"{v} {_LOCAL_COUNTS.get(k, k)}" for k, v in comp.items() if k != "usage"
+            )
             parts.append(
-                f"the completion tokens of {fmt.pct(not_usage / n_comp)} of its successful "
-                f"requests were counted locally ({how}; tokenizer: an OpenAI tokenizer, "
-                "chunks: one per streamed chunk)"
+                f"the completion tokens of {fmt.pct(not_usage / n_comp)} were counted locally "
+                f"({how})"
             )
         if parts:
             out.append(f"Arm {arm!r}: the server sent no usage: " + "; ".join(parts) + ".")

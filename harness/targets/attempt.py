@@ -308,7 +308,8 @@ def build_record(
     else:
         t_end = None
 
-    # Token counts: the server's usage, else a local tokenizer, else one token per chunk.
+    # Token counts: the server's usage, else a local tokenizer, else one token per chunk;
+    # without usage the prompt is counted by the server's /tokenize when it has one.
     prompt_tokens = completion_tokens = cached_tokens = None
     source = prompt_source = None
     usage = att.usage

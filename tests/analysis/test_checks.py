@@ -285,10 +285,10 @@ def test_check_caveats_name_arm_count_and_example(tmp_path: Path):
     assert sat["saturated"] and sat["growth"] > 5
     assert "Arm 'cloud': the server sent no usage: the prompt token counts of 16.7% of its " \
         "successful requests are local estimates" in got  # fmt: skip
-    assert "completion tokens of 16.7% of its successful requests were counted locally " \
-        "(chunks 10;" in got  # fmt: skip
-    assert "Arm 'selfhosted': the server sent no usage: those of 100.0% were counted by the " \
-        "server's /tokenize endpoint" in got  # fmt: skip
+    assert "; the completion tokens of 16.7% were counted locally (10 as one token per " \
+        "streamed chunk)." in got  # fmt: skip
+    assert "Arm 'selfhosted': the server sent no usage: the prompt token counts of 100.0% come " \
+        "from the server's /tokenize endpoint (its own tokenizer and chat template)." in got  # fmt: skip
     assert "Arm 'cloud' did not stream" not in got and "'cloud': the server saturated" not in got
     html = render_html(json_safe(s), {})  # the run table names each arm's client
     assert "<td>sdk</td>" in html and "<td>lean</td>" in html

@@ -36,26 +36,27 @@ def test_register_section_adds_json_html_and_memo(tmp_path: Path):
         return {"arms": len(data.arms), "saw_latency": "latency" in summary}
 
     extra = Section(
-        "cost",
-        "Cost <estimate>",
+        "extra",
+        "Extra <estimate>",
         compute,
-        html=lambda s, plots: [f"{s['cost']['arms']} arms <b>"],
-        memo=lambda s: ["## Cost", "", f"- arms: {s['cost']['arms']}"],
+        html=lambda s, plots: [f"{s['extra']['arms']} arms <b>"],
+        memo=lambda s: ["## Extra", "", f"- arms: {s['extra']['arms']}"],
         memo_rank=35,
     )
     register_section(extra)
     try:
         with pytest.raises(ValueError, match="already registered"):
             register_section(extra)
-        assert [s.key for s in SECTIONS][-2:] == ["cost", "caveats"]
+        assert [s.key for s in SECTIONS][-2:] == ["extra", "caveats"]
         run = write_run(tmp_path / "r", make_records("cloud", 8))
         s = build_report(run)
-        assert s["cost"] == {"arms": 2, "saw_latency": True}
+        assert s["extra"] == {"arms": 2, "saw_latency": True}
         html = (run / "report.html").read_text()
         assert (
-            'id="cost"' in html and "Cost &lt;estimate&gt;" in html and "2 arms &lt;b&gt;" in html
+            'id="extra"' in html and "Extra &lt;estimate&gt;" in html and "2 arms &lt;b&gt;" in html
         )
-        assert "## Cost" in (run / "memo.md").read_text()
+        memo = (run / "memo.md").read_text()
+        assert "## Extra" in memo and "## Cost" in memo
     finally:
         SECTIONS.remove(extra)
 

@@ -44,7 +44,7 @@ def test_default_policy_per_outcome():
     # ok: all; 429: nothing; cut short: as received; 5xx before a token: nothing;
     # timed out mid-stream: as received
     assert modes.tolist() == [INPUT_OUTPUT, NONE, INPUT_OUTPUT, NONE, INPUT_OUTPUT]
-    pol = BillingPolicy(before_first_token={"default": "input", "rate_limited": "none"})
+    pol = BillingPolicy(before_output={"default": "input", "rate_limited": "none"})
     modes = bill_modes(ok, types, got, pol)
     assert modes.tolist() == [INPUT_OUTPUT, NONE, INPUT_OUTPUT, INPUT, INPUT_OUTPUT]
 
@@ -74,5 +74,5 @@ def test_unknown_prompt_counts_are_filled_with_the_mean_and_counted():
 def test_bad_policy_modes_are_config_errors():
     with pytest.raises(ConfigError, match=r"pricing\.billing\.openai\.ok: 'all'"):
         check_policy(BillingPolicy(ok="all"), "pricing.billing.openai")
-    with pytest.raises(ConfigError, match=r"before_first_token\.rate_limited"):
-        check_policy(BillingPolicy(before_first_token={"rate_limited": "half"}), "p")
+    with pytest.raises(ConfigError, match=r"before_output\.rate_limited"):
+        check_policy(BillingPolicy(before_output={"rate_limited": "half"}), "p")

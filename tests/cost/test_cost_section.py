@@ -84,13 +84,13 @@ def test_api_arm_is_priced_attempt_by_attempt(run_dir):
 
 
 def test_billing_overrides_price_retries(run_dir):
-    s = settings_from({}, [*FLAT, "pricing.billing.default.before_first_token.rate_limited=input"])
+    s = settings_from({}, [*FLAT, "pricing.billing.default.before_output.rate_limited=input"])
     a = compute_cost(load_run(run_dir), s)["arms"]["cloud"]
     # the 429 now bills its prompt: unknown, so the mean known prompt (1000+500+400)/3 -> 633
     retry = 633 * 0.15e-6
     assert a["recorded_usd"] == pytest.approx(372e-6 + retry, abs=1e-12)
     assert a["retry_share"] == pytest.approx(retry / (372e-6 + retry))
-    s = settings_from({}, [*FLAT, "pricing.billing.default.before_first_token.rate_limited=input",
+    s = settings_from({}, [*FLAT, "pricing.billing.default.before_output.rate_limited=input",
                            "traffic.retry_rate=2"])  # fmt: skip
     a = compute_cost(load_run(run_dir), s)["arms"]["cloud"]
     # c_call = mean final-attempt cost (372 / 4) + 2 x mean retried-attempt cost (94.95)
@@ -168,3 +168,47 @@ def test_harness_cost_recomputes_and_keeps_overrides(run_dir, tmp_path):
 
     again = build_report(rd)
     assert again["cost"]["break_even"]["monthly_api_spend_usd"] == pytest.approx(10765.4)
+
+
+def test_every_formula_in_the_docstrings_is_in_the_readme():
+    import re
+
+    from harness.cost import billing, measure, model
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    m = re.search(r"<!-- SECTION:cost -->(.*)<!-- /SECTION:cost -->", text, re.S)
+    assert m, "README has no cost section"
+    readme = " ".join(m.group(1).split())
+    found = 0
+    for mod in (model, billing, measure):
+        for f in re.findall(r"``([^`]+)``", mod.__doc__ or ""):
+            if " = " in f:
+                found += 1
+                assert " ".join(f.split()) in readme, f
+    assert found >= 20
+
+
+def test_capacity_from_a_sweep(run_dir, tmp_path):
+    import datetime as dt
+
+    from harness.cost.section import sweep_capacity
+
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    pts = [{"load": 2.0, "goodput_rps": 1.9}, {"load": 4.0, "goodput_rps": 3.8},
+           {"load": 4.0, "goodput_rps": 3.6}, {"load": 8.0, "goodput_rps": 5.0}]  # fmt: skip
+    doc = {"kind": "sweep", "arms": {"selfhosted": {"points": pts, "max_load_meeting_slo": 4.0},
+                                     "none": {"points": [], "max_load_meeting_slo": None}}}  # fmt: skip
+    (sweep / "summary.json").write_text(json.dumps(doc))
+    assert sweep_capacity(sweep, "selfhosted")[0] == 3.6  # the lowest repeat at load 4
+    assert sweep_capacity(sweep, "none") == (None, "no load of the sweep met the SLO")
+    s = settings_from({}, ["traffic.profile=[1]", f"selfhost.sweep_dir={sweep}"])
+    c = compute_cost(load_run(run_dir), s, today=dt.date(2025, 7, 1))
+    assert c["arms"]["selfhosted"]["capacity_rps"] == 3.6
+    assert c["stale_entries"] == []  # 30 days old on that day
+    c = compute_cost(load_run(run_dir), s, today=dt.date(2026, 12, 1))
+    assert c["stale_entries"] == ["api:gpt-4o-mini", "gpu:h100-80gb-x1"]
+    assert any("dated 2025-06-01" in n for n in c["notes"])
+    (sweep / "summary.json").write_text(json.dumps({"kind": "run"}))
+    with pytest.raises(ConfigError, match="not a sweep summary"):
+        sweep_capacity(sweep, "selfhosted")

@@ -3,6 +3,7 @@ estimate, recorded with their source; and preflight's hint for a base_url withou
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
@@ -127,3 +128,25 @@ def test_preflight_hints_at_the_missing_v1(no_usage_sim):
     assert "/models unsupported" not in msg
     t.base_url = no_usage_sim.base_url
     assert preflight("selfhosted", t) == [MODEL]
+
+
+@pytest.mark.slow
+def test_experiment_without_usage_reports_server_counts(tmp_path):
+    """End to end: the vLLM simulator sends no usage; its rows carry /tokenize counts and the
+    report says so, while the cloud arm (usage sent) has no such caveat."""
+    from tests.load.e2e import only_run_dir, read_rows, run_harness, smoke_args
+
+    res = run_harness(smoke_args(tmp_path, "load.rate=5", "load.duration_s=4",
+                                 "+arms.selfhosted.sim.params={send_usage:false}"))  # fmt: skip
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    run_dir = only_run_dir(tmp_path)
+    df = read_rows(run_dir)
+    ok = df[df.status == "ok"]
+    src = ok.groupby("arm").prompt_tokens_source.unique()
+    assert list(src["selfhosted"]) == ["tokenize"] and list(src["cloud"]) == ["usage"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    counted = summary["checks"]["arms"]["selfhosted"]["count_sources"]["prompt"]
+    assert set(counted) == {"tokenize"}
+    text = " ".join(summary["caveats"])
+    assert "Arm 'selfhosted': the server sent no usage" in text and "/tokenize" in text
+    assert "Arm 'cloud': the server sent no usage" not in text
