@@ -189,6 +189,13 @@ def _reap(proc: subprocess.Popen, grace_s: float = 5.0) -> None:
         proc.wait(timeout=5)
 
 
+def _quiet_quit(runner: Any) -> None:
+    try:
+        runner.quit()
+    except Exception:
+        log.debug("locust runner quit failed", exc_info=True)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -483,6 +490,9 @@ class ExperimentRun:
                 load.master_bind_host, load.master_port or _free_port()
             )
             port = runner.master_bind_port
+            # whatever fails from here, connected (remote) workers are told to quit at once
+            # instead of waiting out locust's 60 s heartbeat; a second quit is harmless
+            self.stack.callback(_quiet_quit, runner)
             # Workers write nothing: their rows arrive as messages, and this process writes
             # them (one part-file prefix per worker), so no load machine needs this disk.
             self.collector = RowCollector(
