@@ -2,10 +2,11 @@
 
 One place normalises the providers' usage semantics (:func:`normalise_usage`):
 
-- ``includes_cached`` (OpenAI): ``prompt_tokens`` counts every prompt token, cached ones
-  included, so ``uncached = prompt_tokens - cached_tokens``;
-- ``excludes_cached`` (Anthropic): the input count leaves cache reads out, so
-  ``uncached = prompt_tokens`` and the cached tokens come on top.
+- ``includes_cached`` (OpenAI-compatible usage, the default, Claude behind such an endpoint
+  too): ``prompt_tokens`` counts every prompt token, cached ones included, so
+  ``uncached = prompt_tokens - cached_tokens``;
+- ``excludes_cached`` (Anthropic's native ``input_tokens`` passed through): the input count
+  leaves cache reads out, so ``uncached = prompt_tokens`` and the cached tokens come on top.
 
 The billing policy (:class:`~harness.cost.settings.BillingPolicy`) maps every attempt's
 outcome to a mode (:func:`bill_modes`): an ``ok`` attempt, one that failed after its first
@@ -14,7 +15,10 @@ received), or one that failed before any output, per error type. Modes: ``none``
 nothing, ``input`` the prompt, ``input_output`` the prompt and every output token recorded on
 the row (for a cut-short stream: the tokens received).
 
-Token cost of an attempt, USD (prices per 1M tokens; batch prices when ``pricing.batch``):
+Token cost of an attempt, USD (prices per 1M tokens; batch prices when ``pricing.batch``, the
+cached-input price scaled by the batch discount). OpenAI-compatible usage does not say which
+prompt tokens were written to a cache, so cache writes are billed at the input price (a
+provider's cache-write premium is not applied):
 ``cost = (uncached x p_input + cached x p_cached_input + output x p_output) / 1e6``.
 """
 
@@ -89,9 +93,7 @@ class BilledTokens:
 
     def usd(self, price: ApiPrice, *, batch: bool = False) -> np.ndarray:
         """Float USD per attempt (for distributions and bootstrap; totals use :meth:`total`)."""
-        p_in = float(price.batch_input if batch else price.input)
-        p_out = float(price.batch_output if batch else price.output)
-        p_c = float(price.cached_input)
+        p_in, p_c, p_out = (float(x) for x in price.prices(batch))
         return (self.uncached * p_in + self.cached * p_c + self.output * p_out) / 1e6
 
     def total(self, price: ApiPrice, *, batch: bool = False, mask: np.ndarray | None = None
@@ -101,9 +103,8 @@ class BilledTokens:
         sel = (lambda a: a) if mask is None else (lambda a: a[mask])
         unc, cac, out = (int(round(float(sel(a).sum()))) for a in
                          (self.uncached, self.cached, self.output))  # fmt: skip
-        p_in = price.batch_input if batch else price.input
-        p_out = price.batch_output if batch else price.output
-        return (unc * p_in + cac * price.cached_input + out * p_out) / MILLION
+        p_in, p_c, p_out = price.prices(batch)
+        return (unc * p_in + cac * p_c + out * p_out) / MILLION
 
 
 def billed_tokens(

@@ -13,8 +13,10 @@ Two API catalog formats are read:
 
 Prices are :class:`~decimal.Decimal` (``Decimal(str(x))`` of what the file says), so sums of
 token counts times prices are exact. ``usage`` says how the provider's usage counts cached
-prompt tokens: ``includes_cached`` (OpenAI: ``prompt_tokens`` includes the cached ones) or
-``excludes_cached`` (Anthropic: ``input_tokens`` excludes cache reads); default by provider.
+prompt tokens in the recorded usage: ``includes_cached`` (the default: the harness records
+OpenAI-compatible usage, whose ``prompt_tokens`` include the cached ones, also for Claude
+behind an OpenAI-compatible endpoint) or ``excludes_cached`` (an endpoint that passes
+Anthropic's native ``input_tokens``, which leave cache reads out).
 
 A bad entry (missing or negative price, no date, an unknown field) is a
 :class:`CatalogError` naming the file and the entry.
@@ -35,7 +37,6 @@ from harness.config import ConfigError
 
 MILLION = Decimal(1_000_000)
 USAGE_SEMANTICS = ("includes_cached", "excludes_cached")
-_EXCLUDES_CACHED_PROVIDERS = ("anthropic", "bedrock_anthropic", "vertex_ai-anthropic_models")
 _API_FIELDS = {"provider", "input", "cached_input", "cache_write", "output", "batch_multiplier",
                "as_of", "source", "usage", "notes"}  # fmt: skip
 _GPU_FIELDS = {"gpu", "gpus", "gpu_memory_gb", "usd_per_hour", "as_of", "source", "notes"}
@@ -60,6 +61,14 @@ class ApiPrice:
     as_of: dt.date
     source: str
     usage: str  # USAGE_SEMANTICS
+
+    def prices(self, batch: bool = False) -> tuple[Decimal, Decimal, Decimal]:
+        """(input, cached input, output) USD per 1M tokens; with ``batch`` the batch prices,
+        cached input scaled by the same batch discount as input."""
+        if not batch:
+            return self.input, self.cached_input, self.output
+        scale = self.batch_input / self.input if self.input > 0 else Decimal(1)
+        return self.batch_input, self.cached_input * scale, self.batch_output
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -143,7 +152,7 @@ def _read(path: Path, what: str) -> Any:
 
 def _usage_for(provider: str, given: Any, where: str) -> str:
     if given is None:
-        return "excludes_cached" if provider in _EXCLUDES_CACHED_PROVIDERS else "includes_cached"
+        return "includes_cached"
     if given not in USAGE_SEMANTICS:
         raise CatalogError(f"{where}.usage: {given!r} is not one of {', '.join(USAGE_SEMANTICS)}")
     return str(given)
@@ -186,55 +195,79 @@ def _ours(path: Path, doc: Any) -> dict[str, ApiPrice]:
     return out
 
 
-def _litellm(path: Path, doc: Any) -> dict[str, ApiPrice]:
+class ApiCatalog(dict[str, ApiPrice]):
+    """Model name -> price; ``skipped`` holds the entries of a LiteLLM file that could not be
+    used (no token prices, bad values), with the reason, so a lookup can name it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: dict[str, str] = {}
+
+
+def _litellm(path: Path, doc: Any, out: ApiCatalog) -> None:
+    """Entries of LiteLLM's file; one that has no usable token prices (image, audio models, a
+    missing or negative price) is skipped and remembered, not fatal: the file holds
+    thousands of models and only those an arm uses must be right."""
     if not isinstance(doc, dict):
         raise CatalogError(f"{path}: expected a JSON object of models (LiteLLM format)")
     as_of = dt.datetime.fromtimestamp(path.stat().st_mtime, dt.UTC).date()
-    out = {}
     for name, e in doc.items():
         if name == "sample_spec" or not isinstance(e, dict):
             continue
-        if "input_cost_per_token" not in e and "output_cost_per_token" not in e:
-            continue  # image, audio, embedding-only... entries: not priced per token here
         where = f"{path}: {name}"
-        per_tok = {
-            k: _price(e.get(k), f"{where}.{k}", required=k in ("input_cost_per_token",
-                                                                 "output_cost_per_token"))
-            for k in ("input_cost_per_token", "output_cost_per_token",
-                      "cache_read_input_token_cost", "cache_creation_input_token_cost",
-                      "input_cost_per_token_batches", "output_cost_per_token_batches")
-        }  # fmt: skip
-        inp = per_tok["input_cost_per_token"] * MILLION  # type: ignore[operator]
-        outp = per_tok["output_cost_per_token"] * MILLION  # type: ignore[operator]
-
-        def m(key: str, default: Decimal, per_tok: dict[str, Decimal | None] = per_tok) -> Decimal:
-            v = per_tok[key]
-            return v * MILLION if v is not None else default
-
-        provider = str(e.get("litellm_provider") or "unknown")
-        out[str(name)] = ApiPrice(
-            model=str(name),
-            provider=provider,
-            input=inp,
-            cached_input=m("cache_read_input_token_cost", inp),
-            cache_write=m("cache_creation_input_token_cost", inp),
-            output=outp,
-            batch_input=m("input_cost_per_token_batches", inp),
-            batch_output=m("output_cost_per_token_batches", outp),
-            as_of=as_of,
-            source=f"{path} (LiteLLM format; as_of = file date)",
-            usage=_usage_for(provider, None, where),
-        )
-    return out
+        try:
+            out[str(name)] = _litellm_entry(name, e, where, as_of, path)
+            out.skipped.pop(str(name), None)
+        except CatalogError as exc:
+            out.pop(str(name), None)
+            out.skipped[str(name)] = str(exc)
 
 
-def load_api_catalog(paths: list[Path]) -> dict[str, ApiPrice]:
+def _litellm_entry(name: str, e: dict[str, Any], where: str, as_of: dt.date, path: Path
+                   ) -> ApiPrice:  # fmt: skip
+    """One LiteLLM entry (USD per token) as an :class:`ApiPrice` (USD per 1M tokens)."""
+    per_tok = {
+        k: _price(e.get(k), f"{where}.{k}", required=k in ("input_cost_per_token",
+                                                             "output_cost_per_token"))
+        for k in ("input_cost_per_token", "output_cost_per_token",
+                  "cache_read_input_token_cost", "cache_creation_input_token_cost",
+                  "input_cost_per_token_batches", "output_cost_per_token_batches")
+    }  # fmt: skip
+    inp = per_tok["input_cost_per_token"] * MILLION  # type: ignore[operator]
+    outp = per_tok["output_cost_per_token"] * MILLION  # type: ignore[operator]
+
+    def m(key: str, default: Decimal, per_tok: dict[str, Decimal | None] = per_tok) -> Decimal:
+        v = per_tok[key]
+        return v * MILLION if v is not None else default
+
+    provider = str(e.get("litellm_provider") or "unknown")
+    return ApiPrice(
+        model=str(name),
+        provider=provider,
+        input=inp,
+        cached_input=m("cache_read_input_token_cost", inp),
+        cache_write=m("cache_creation_input_token_cost", inp),
+        output=outp,
+        batch_input=m("input_cost_per_token_batches", inp),
+        batch_output=m("output_cost_per_token_batches", outp),
+        as_of=as_of,
+        source=f"{path} (LiteLLM format; as_of = file date)",
+        usage=_usage_for(provider, None, where),
+    )
+
+
+def load_api_catalog(paths: list[Path]) -> ApiCatalog:
     """Every model of the catalogs in ``paths``, later files overriding earlier ones."""
-    out: dict[str, ApiPrice] = {}
+    out = ApiCatalog()
     for path in paths:
         doc = _read(path, "API price catalog")
         is_ours = isinstance(doc, dict) and isinstance(doc.get("models"), dict)
-        out.update(_ours(path, doc) if is_ours or path.suffix != ".json" else _litellm(path, doc))
+        if is_ours or path.suffix != ".json":
+            for name, price in _ours(path, doc).items():
+                out[name] = price
+                out.skipped.pop(name, None)
+        else:
+            _litellm(path, doc, out)
     return out
 
 
@@ -277,9 +310,13 @@ def load_gpu_catalog(path: Path) -> dict[str, GpuInstance]:
 
 
 def lookup_model(catalog: dict[str, ApiPrice], model: str) -> ApiPrice | None:
-    """The catalog entry for ``model``; a simulated model ``sim-X`` is priced as ``X``."""
+    """The catalog entry for ``model``; a simulated model ``sim-X`` is priced as ``X``.
+    A model whose LiteLLM entry was skipped raises :class:`CatalogError` saying why."""
     if model in catalog:
         return catalog[model]
+    skipped = getattr(catalog, "skipped", {})
+    if model in skipped:
+        raise CatalogError(f"{skipped[model]} (the entry for {model!r} cannot be used)")
     if model.startswith("sim-") and model[4:] in catalog:
         return catalog[model[4:]]
     return None

@@ -72,6 +72,11 @@ def run_cost(argv: list[str]) -> int:
     arms: dict[str, Any] = manifest.get("arms") or {}
     check_for_arms(settings, {a: (str(i.get("kind")), str(i.get("model") or ""))
                               for a, i in arms.items()})  # fmt: skip
+    # a dry run first: a setting that only fails while computing writes nothing
+    from harness.analysis.data import load_run
+    from harness.cost.section import compute_cost
+
+    compute_cost(load_run(run_dir), settings)
     if overrides:
         (run_dir / OVERRIDES_FILE).write_text(
             yaml.safe_dump([*stored, *overrides], sort_keys=False), encoding="utf-8"

@@ -8,7 +8,8 @@ out (an artefact of stopping the run, not traffic). Per arm:
 - ``usd_per_success = sum(cost of every attempt) / successful requests``;
 - ``retry_share = cost of non-final attempts / total``; ``failed_share = cost of error
   attempts / total``;
-- ``usd_final_mean`` / ``usd_retry_mean``: mean cost of a final / of a retried attempt;
+- ``usd_final_mean`` / ``usd_retry_mean``: mean cost of a final / of a retried attempt (when
+  nothing was retried, a retry is priced as the policy bills a 5xx before any output);
 - tokens per call: mean prompt, cached and output tokens of the successful final attempts.
 """
 
@@ -68,6 +69,7 @@ class ArmSpend:
     usd_retry_mean: Decimal
     estimated_input: int
     per_request_usd: np.ndarray  # float, one per request (bootstrap)
+    retry_mean_assumed: bool = False  # no retried attempt measured: usd_retry_mean assumed
 
     @property
     def retry_share(self) -> float | None:
@@ -138,6 +140,22 @@ def arm_spend(
     failed = bt.total(price, batch=batch, mask=is_err)
     finals = bt.total(price, batch=batch, mask=is_final)
     n_req, n_ok = usage.requests, usage.ok_requests
+    if usage.retried_attempts:
+        retry_mean = retries / usage.retried_attempts
+    else:
+        # nothing was retried: a retry is priced as the policy bills a 5xx before any output
+        # (nothing, the prompt, or the prompt and a final attempt's output)
+        before = policy.before_output
+        mode = before.get("server_error", before.get("default", "none"))
+        fin = is_final & data.ok[idx]
+        n_fin = int(fin.sum())
+        if mode == "none" or not n_fin:
+            retry_mean = Decimal(0)
+        elif mode == "input":
+            in_only = BilledTokens(bt.uncached, bt.cached, np.zeros_like(bt.output), 0)
+            retry_mean = in_only.total(price, batch=batch, mask=fin) / n_fin
+        else:
+            retry_mean = bt.total(price, batch=batch, mask=fin) / n_fin
     per_row = bt.usd(price, batch=batch)
     req_ids = lr.of_row[idx]
     uniq, inv = np.unique(req_ids, return_inverse=True)
@@ -150,9 +168,8 @@ def arm_spend(
         usd_per_call=total / n_req if n_req else Decimal(0),
         usd_per_success=total / n_ok if n_ok else None,
         usd_final_mean=finals / n_req if n_req else Decimal(0),
-        usd_retry_mean=(
-            retries / usage.retried_attempts if usage.retried_attempts else Decimal(0)
-        ),  # fmt: skip
+        usd_retry_mean=retry_mean,
         estimated_input=bt.estimated_input,
         per_request_usd=per_req,
+        retry_mean_assumed=not usage.retried_attempts,
     )

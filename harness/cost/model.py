@@ -17,7 +17,7 @@ Formulas (a month is :data:`HOURS_PER_MONTH` = 730 hours = 365 x 24 / 12):
   ``self(V) = compute + fixed``; ``utilisation = V / (R x 3600 x capacity)``;
   ``usd_per_1m_output = compute / (V x output_per_call / 1e6)``;
 - hybrid, share ``s`` self-hosted: ``hybrid(V, s) = api(V (1 - s)) + self(V s)`` (fixed
-  costs in full);
+  costs in full; ``s = 0`` is the API alone);
 - break-even: the smallest volume ``V*`` above which ``self(V) <= api(V)`` at every volume
   (exact, over the replica steps: :func:`break_even_calls`); ``None`` when the self-hosted
   marginal cost per call ``m = price / (3600 x capacity x (1 - headroom))`` is not below
@@ -124,7 +124,10 @@ def hybrid_month(
     calls: Decimal, share: Decimal, usd_per_call: Decimal, profile: tuple[Decimal, ...],
     s: SelfHostInputs,
 ) -> Decimal:  # fmt: skip
-    """Share ``share`` of the calls self-hosted, the rest on the API."""
+    """Share ``share`` of the calls self-hosted, the rest on the API; a share of 0 runs no
+    self-hosted deployment at all (no fixed costs, no minimum replicas)."""
+    if share <= 0:
+        return api_month(calls, usd_per_call)
     return (
         api_month(calls * (1 - share), usd_per_call)
         + selfhost_month(calls * share, profile, s).total_usd
@@ -149,6 +152,8 @@ def break_even_calls(usd_per_call: Decimal, profile: tuple[Decimal, ...], s: Sel
     m = marginal_selfhost_usd_per_call(s)
     if usd_per_call <= 0 or m >= usd_per_call:
         return None
+    if s.fixed_usd == 0 and s.usd_per_replica_hour == 0:
+        return Decimal(0)  # self-hosting costs nothing at any volume
     a = usd_per_call
     price = s.usd_per_replica_hour
     hours = HOURS_PER_MONTH / len(profile)

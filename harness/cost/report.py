@@ -22,11 +22,12 @@ def usd(x: Any) -> str:
     """``$41,200`` (>= $100), ``$12.35``, ``$0.000123``; n/a for null."""
     if not isinstance(x, int | float) or not math.isfinite(x):
         return "n/a"
-    if abs(x) >= 100:
-        return f"-${abs(x):,.0f}" if x < 0 else f"${x:,.0f}"
-    if abs(x) >= 0.01:
-        return f"${x:,.2f}"
-    return f"${x:.3g}"
+    sign, x = ("-" if x < 0 else ""), abs(x)
+    if x >= 100:
+        return f"{sign}${x:,.0f}"
+    if x >= 0.01:
+        return f"{sign}${x:,.2f}"
+    return f"{sign}${x:.3g}"
 
 
 def big(x: Any) -> str:

@@ -109,11 +109,12 @@ def check_settings(s: CostSettings) -> None:
                    ("selfhost.monitoring_usd", h.monitoring_usd),
                    ("selfhost.other_fixed_usd", h.other_fixed_usd)):  # fmt: skip
         if not (v >= 0 and np.isfinite(v)):
-            raise ConfigError(f"{key}: must be a number >= 0, got {v}")
-    if t.calls_per_month is not None and not t.calls_per_month >= 0:
-        raise ConfigError(f"traffic.calls_per_month: must be >= 0, got {t.calls_per_month}")
-    if t.retry_rate is not None and not t.retry_rate >= 0:
-        raise ConfigError(f"traffic.retry_rate: must be >= 0, got {t.retry_rate}")
+            raise ConfigError(f"{key}: must be a finite number >= 0, got {v}")
+    for key, v in (("traffic.calls_per_month", t.calls_per_month),
+                   ("traffic.retry_rate", t.retry_rate), ("selfhost.capacity_rps", h.capacity_rps),
+                   ("traffic.peak_to_average", t.peak_to_average)):  # fmt: skip
+        if v is not None and not (v >= 0 and np.isfinite(v)):
+            raise ConfigError(f"{key}: must be a finite number >= 0, got {v}")
     if not -1 < t.monthly_growth < 10:
         raise ConfigError(f"traffic.monthly_growth: must be in (-1, 10), got {t.monthly_growth}")
     for x in t.hybrid_shares:
@@ -187,6 +188,8 @@ def check_for_arms(s: CostSettings, arms: dict[str, tuple[str, str]]) -> None:
             f"selfhost.instance: {s.selfhost.instance!r} is not in {s.selfhost.gpu_catalog_file} "
             f"(known: {', '.join(sorted(gpu))})"
         )
+    if s.selfhost.sweep_dir:
+        sweep_capacity(_path(s.selfhost.sweep_dir), "")  # readable, and a sweep summary
     inst = gpu.get(s.selfhost.instance)
     if inst is not None and s.selfhost.purchase not in inst.usd_per_hour:
         raise CatalogError(
@@ -206,7 +209,7 @@ def sweep_capacity(sweep_dir: Path, arm: str) -> tuple[float | None, str]:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"selfhost.sweep_dir: cannot read {path}: {exc}") from None
-    if doc.get("kind") != "sweep":
+    if not isinstance(doc, dict) or doc.get("kind") != "sweep":
         raise ConfigError(f"selfhost.sweep_dir: {path} is not a sweep summary")
     curve = (doc.get("arms") or {}).get(arm)
     if not curve:
@@ -328,6 +331,12 @@ def compute_cost(data: RunData, s: CostSettings, today: dt.date | None = None) -
             out["inputs"]["catalog_entries"][f"api:{price.model}"] = price.describe()
             pol = policy_for(s.pricing.billing, price.provider)
             sp = arm_spend(data, arm, price, pol, batch=s.pricing.batch)
+            if sp.usage.ok_requests == 0:
+                notes.append(f"Arm {arm!r}: no request succeeded, so there is no cost per task "
+                             "to project; not costed.")  # fmt: skip
+                block["monthly_total_usd"] = None
+                out["arms"][arm] = block
+                continue
             spends[arm] = sp
             per_call = _per_call(sp, t.retry_rate)
             lo, hi = (mean_ci(sp.per_request_usd, conf, data.analysis.bootstrap_resamples,
@@ -339,8 +348,11 @@ def compute_cost(data: RunData, s: CostSettings, today: dt.date | None = None) -
                 "recorded_usd": _money(sp.usd_total),
                 "usd_per_call": _money(per_call),
                 "usd_per_call_ci": [lo, hi],
-                "usd_per_successful_task": _money(sp.usd_per_success),
-                "retry_share": sp.retry_share,
+                "usd_per_successful_task": _money(
+                    per_call * sp.usage.requests / sp.usage.ok_requests),
+                "retry_share": (sp.retry_share if t.retry_rate is None else
+                                float(cm.D(t.retry_rate) * sp.usd_retry_mean / per_call)
+                                if per_call > 0 else None),  # fmt: skip
                 "failed_share": sp.failed_share,
                 "retry_rate_used": t.retry_rate if t.retry_rate is not None else sp.usage.retry_rate,
                 "monthly_total_usd": _money(monthly),
@@ -348,6 +360,20 @@ def compute_cost(data: RunData, s: CostSettings, today: dt.date | None = None) -
                                          None if hi is None else float(calls) * hi],
                 "monthly_tokens": float(calls) * (usage.input_per_call + usage.output_per_call),
             })  # fmt: skip
+            failed = 1 - sp.usage.ok_requests / sp.usage.requests
+            if failed > 0.05:
+                notes.append(
+                    f"Arm {arm!r}: {failed:.0%} of requests failed after retries; the monthly "
+                    "figure bills them as recorded (a failure before any output costs what the "
+                    "billing policy says), so it is what this failure rate costs; per "
+                    f"successful task the API costs {_usd_text(per_call / (1 - cm.D(failed)))}."
+                )
+            if t.retry_rate is not None and sp.retry_mean_assumed and t.retry_rate > 0:
+                notes.append(
+                    f"Arm {arm!r}: the run retried nothing, so traffic.retry_rate prices each "
+                    f"retry as the billing policy bills a 5xx before output "
+                    f"({_usd_text(sp.usd_retry_mean)})."
+                )
             if sp.estimated_input:
                 notes.append(
                     f"Arm {arm!r}: {sp.estimated_input} billed attempt(s) had no prompt count "
@@ -409,6 +435,10 @@ def compute_cost(data: RunData, s: CostSettings, today: dt.date | None = None) -
             out[arm] = {"role": block.get("role"),
                         "monthly_total_usd": block.get("monthly_total_usd")}  # fmt: skip
     return out
+
+
+def _usd_text(x: Decimal) -> str:
+    return f"${float(x):.3g}"
 
 
 def _plain(obj: Any) -> Any:

@@ -21,7 +21,8 @@ class BillingPolicy:
     """What a provider bills per attempt outcome (see :mod:`harness.cost.billing`).
 
     ``ok``: a successful attempt. ``mid_stream``: an attempt that failed after output
-    began (cut short, timed out mid-stream, cancelled mid-stream): billed as received.
+    began (cut short, timed out mid-stream): billed as received. Requests the harness itself
+    cancelled (drain, Ctrl-C) are left out of the cost, as of every other figure.
     ``before_output``: per error type, an attempt that failed before any output token
     (``default`` for types not listed). Modes: none | input | input_output.
     """
@@ -36,7 +37,6 @@ class BillingPolicy:
             "server_error": "none",
             "timeout": "none",
             "connection": "none",
-            "cancelled": "none",
         }
     )
 

@@ -58,8 +58,9 @@ def test_billed_tokens_and_exact_total():
     # (800 + 400) * 0.15 + 200 * 0.075 + 120 * 0.60 = 180 + 15 + 72 = 267 per 1M
     assert bt.total(PRICE) == Decimal("0.000267")
     assert bt.usd(PRICE).tolist() == pytest.approx([195e-6, 0, 72e-6])
-    # batch prices: (1200 * 0.075 + 200 * 0.075 + 120 * 0.30) / 1e6 = (90 + 15 + 36) / 1e6
-    assert bt.total(PRICE, batch=True) == Decimal("0.000141")
+    # batch: cached input takes the same discount as input (0.075 -> 0.0375):
+    # (1200 * 0.075 + 200 * 0.0375 + 120 * 0.30) / 1e6 = (90 + 7.5 + 36) / 1e6
+    assert bt.total(PRICE, batch=True) == Decimal("0.0001335")
     assert bt.estimated_input == 0
 
 

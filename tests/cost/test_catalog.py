@@ -34,7 +34,9 @@ def test_shipped_catalogs_load_and_are_dated():
         "0.60"
     )
     assert api["gpt-4o-mini"].batch_input == Decimal("0.075")
-    assert api["claude-sonnet-4"].usage == "excludes_cached"
+    # the harness records OpenAI-compatible usage: cached tokens are inside prompt_tokens,
+    # for Claude behind such an endpoint too (billing them on top would charge them twice)
+    assert api["claude-sonnet-4"].usage == "includes_cached"
     assert api["gpt-4o"].usage == "includes_cached"
     assert all(e.source for e in api.values()) and all(e.as_of for e in gpu.values())
     assert gpu["h100-80gb-x4"].gpus == 4
@@ -53,6 +55,8 @@ def test_litellm_format_reads_per_token_prices(tmp_path):
                      "cache_creation_input_token_cost": 3.75e-06,
                      "litellm_provider": "anthropic"},
         "dall-e": {"output_cost_per_pixel": 1e-8, "litellm_provider": "openai"},
+        "gpt-image-1": {"input_cost_per_token": 5e-06, "litellm_provider": "azure"},
+        "broken": {"input_cost_per_token": -1, "output_cost_per_token": 1e-6},
     }  # fmt: skip
     p = tmp_path / "model_prices_and_context_window.json"
     p.write_text(json.dumps(doc), encoding="utf-8")
@@ -67,10 +71,16 @@ def test_litellm_format_reads_per_token_prices(tmp_path):
     assert (m.batch_input, m.batch_output) == (Decimal("0.075"), Decimal("0.3"))
     assert m.cache_write == m.input  # not given: priced as input
     assert m.as_of == dt.date(2025, 6, 15) and "LiteLLM" in m.source
-    assert cat["claude-x"].usage == "excludes_cached" and cat["claude-x"].cache_write == Decimal(
+    assert cat["claude-x"].usage == "includes_cached" and cat["claude-x"].cache_write == Decimal(
         "3.75"
     )
     assert "dall-e" not in cat and "sample_spec" not in cat
+    # a real LiteLLM file has entries with one price only: skipped, and named when used
+    assert "gpt-image-1" not in cat and "broken" not in cat
+    with pytest.raises(CatalogError, match=r"gpt-image-1\.output_cost_per_token: missing price"):
+        lookup_model(cat, "gpt-image-1")
+    with pytest.raises(CatalogError, match=r"broken\.input_cost_per_token: .*>= 0"):
+        lookup_model(cat, "broken")
 
 
 def test_later_catalogs_override_earlier(tmp_path):

@@ -125,6 +125,20 @@ def test_selfhost_and_break_even(run_dir):
         "traffic growth"}  # fmt: skip
 
 
+def test_retry_override_when_nothing_was_retried_and_failed_share_note(run_dir):
+    # the self-hosted arm's rows are all ok; cost it as an API arm to see the retry fallback:
+    # a retry priced as the policy bills a 5xx before output (default: nothing; "input": the
+    # mean prompt of the final attempts)
+    base = [*FLAT, "traffic.retry_rate=1"]
+    c = compute_cost(load_run(run_dir), settings_from({}, base))
+    a = c["arms"]["cloud"]
+    # cloud did retry (A's 429, free): c_call = 372/4 + 1 x 0 and the retry share is 0
+    assert a["usd_per_call"] == pytest.approx(93e-6) and a["retry_share"] == 0
+    assert a["usd_per_successful_task"] == pytest.approx(93e-6 * 4 / 2)
+    # 2 of 4 requests failed after retries: the note says what a successful task costs
+    assert any("50% of requests failed" in n and "$0.000186" in n for n in c["notes"])
+
+
 def test_measured_capacity_is_a_lower_bound_with_a_note(run_dir):
     c = compute_cost(load_run(run_dir), settings_from({}, ["traffic.profile=[1]"]))
     assert c["arms"]["selfhosted"]["capacity_source"].startswith("run goodput")
@@ -136,6 +150,9 @@ def test_bad_settings_and_unpriced_arms_fail_before_traffic():
         settings_from({}, ["traffic.montly_growth=0.1"])
     with pytest.raises(ConfigError, match=r"selfhost\.headroom: must be in \[0, 1\)"):
         settings_from({}, ["selfhost.headroom=1"])
+    for key in ("traffic.calls_per_month", "traffic.retry_rate", "selfhost.capacity_rps"):
+        with pytest.raises(ConfigError, match=rf"{key}: must be a finite number"):
+            settings_from({}, [f"{key}=.inf"])
     s = settings_from({}, [])
     with pytest.raises(CatalogError, match=r"no price for arms\.api model 'gpt-9'"):
         check_for_arms(s, {"api": ("openai", "gpt-9")})
@@ -160,9 +177,14 @@ def test_harness_cost_recomputes_and_keeps_overrides(run_dir, tmp_path):
     s = json.loads((rd / "summary.json").read_text())
     assert s["cost"]["break_even"]["monthly_api_spend_usd"] == pytest.approx(10765.4)
     assert "## Cost" in (rd / "memo.md").read_text() and "Cost" in (rd / "report.html").read_text()
-    r = cost("traffic.monthly_active_users=-5")
-    assert r.returncode == 2 and "traffic.monthly_active_users" in r.stderr
-    assert "Traceback" not in r.stderr
+    before = (rd / "cost_overrides.yaml").read_text()
+    for bad, key in (("traffic.monthly_active_users=-5", "traffic.monthly_active_users"),
+                     ("selfhost.sweep_dir=/nonexistent", "selfhost.sweep_dir"),
+                     ("traffic.calls_per_month=.inf", "traffic.calls_per_month")):  # fmt: skip
+        r = cost(bad)
+        assert r.returncode == 2 and key in r.stderr, (bad, r.stderr)
+        assert "Traceback" not in r.stderr
+        assert (rd / "cost_overrides.yaml").read_text() == before
     # the failed call wrote nothing: the stored overrides are the first call's
     from harness.report import build_report
 

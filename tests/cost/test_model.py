@@ -91,6 +91,10 @@ def test_hybrid_split_and_fixed_costs():
     # half of 2M calls on the API at $0.001 = 1000; the other 1M self-hosted: 1000 + 730
     assert cm.hybrid_month(Decimal(2_000_000), Decimal("0.5"), Decimal("0.001"), FLAT, s) == 2730
     assert cm.fixed_costs(40, 150, 100, 200, 100, 0) == Decimal(6400)
+    # share 0 runs no deployment: the API alone, no fixed costs or idle minimum replicas
+    assert cm.hybrid_month(Decimal(2_000_000), Decimal(0), Decimal("0.001"), FLAT, s) == 2000
+    free = _inputs(usd_per_replica_hour=Decimal(0), fixed_usd=Decimal(0))
+    assert cm.break_even_calls(Decimal("0.001"), FLAT, free) == 0
 
 
 def test_break_even_against_brute_force_on_random_inputs():
