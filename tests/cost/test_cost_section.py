@@ -234,3 +234,23 @@ def test_capacity_from_a_sweep(run_dir, tmp_path):
     (sweep / "summary.json").write_text(json.dumps({"kind": "run"}))
     with pytest.raises(ConfigError, match="not a sweep summary"):
         sweep_capacity(sweep, "selfhosted")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["pricing.catalog_file=/nonexistent.yaml"], "/nonexistent.yaml: API price catalog not found"),
+        (["arms.cloud.target=openai", "arms.cloud.api_key_env=OPENAI_API_KEY",
+          "arms.cloud.model=gpt-9"], "no price for arms.cloud model 'gpt-9'"),
+        (["selfhost.instance=tpu-v9"], "selfhost.instance: 'tpu-v9'"),
+    ],
+)  # fmt: skip
+def test_experiment_refuses_bad_cost_inputs_before_traffic(tmp_path, args, message):
+    r = subprocess.run(
+        [sys.executable, "-m", "harness", "experiment", *args,
+         f"record.reports_dir={tmp_path}"],
+        capture_output=True, text=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    assert r.returncode == 2 and message in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not any(tmp_path.rglob("manifest.json"))  # nothing started
