@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 from omegaconf import MISSING, DictConfig, OmegaConf
 
 from harness.cost.settings import PricingConfig, SelfHostConfig, TrafficConfig
+from harness.judge.settings import JudgeConfig, check_judge
 
 TARGET_KINDS = ("sim_vllm", "sim_cloud", "openai", "vllm")
 CLIENTS = ("auto", "lean", "sdk")
@@ -216,6 +217,7 @@ class Config:
     pricing: PricingConfig = field(default_factory=PricingConfig)  # API prices, billing
     traffic: TrafficConfig = field(default_factory=TrafficConfig)  # the user's traffic
     selfhost: SelfHostConfig = field(default_factory=SelfHostConfig)  # GPUs, fixed costs
+    judge: JudgeConfig = field(default_factory=JudgeConfig)  # canary judge (harness/judge)
     run_id: str | None = None  # default: UTC timestamp + short random suffix
     progress_interval_s: float = 5.0
 
@@ -608,6 +610,7 @@ def validate_config(cfg: Any, root: Path | None = None) -> Config:
     check_settings(costs)
     targets = {str(n): resolve_arm(str(n), a) for n, a in typed.arms.items()}
     check_for_arms(costs, {n: (t.kind, t.model) for n, t in targets.items()})
+    check_judge(typed.judge, "judge", list(targets))
     return typed
 
 

@@ -85,11 +85,11 @@ def headers_too_large() -> AttemptError:
 
 
 def size_text(n: int) -> str:
-    """``n`` bytes, short: ``16 MiB``, ``1.5 KiB``, ``900 B``."""
+    """``n`` bytes for a message: ``16 MiB`` when a whole number of a unit, else ``4000 bytes``."""
     for unit, scale in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
-        if n >= scale:
-            return f"{n / scale:.4g} {unit}"
-    return f"{n} B"
+        if n >= scale and n % scale == 0:
+            return f"{n // scale} {unit}"
+    return f"{n} bytes"
 
 
 def event_too_large(arm: str, limit: int, what: str = "SSE event") -> AttemptError:
@@ -97,8 +97,8 @@ def event_too_large(arm: str, limit: int, what: str = "SSE event") -> AttemptErr
     same wording in both clients. Not retried: the limit is the client's own setting."""
     return AttemptError(
         "bad_response",
-        f"{what} larger than {size_text(limit)}: the limit is arms.{arm}.max_event_bytes="
-        f"{limit}; raise it if the server's events are this large",
+        f"{what} larger than {size_text(limit)} (arms.{arm}.max_event_bytes={limit}); "
+        "raise the limit if the server's events are legitimately this large",
         retryable=False,
     )
 

@@ -15,6 +15,15 @@ Protocol coverage: HTTP/1.1 keep-alive with a connection pool, ``Transfer-Encodi
 Timeouts (``TimeoutConfig``): connect bounds TCP+TLS setup; every ``recv`` waits at most until
 the first-token deadline (before the first content chunk) or the total deadline, both measured
 from ``t_sent``, so a stall anywhere is detected on time.
+
+Hostile streams: buffering is linear in the bytes read however an event is split; an SSE event
+over ``target.max_event_bytes`` (default 16 MiB) ends the attempt as ``bad_response``; under
+gevent the reader pauses for one hub iteration every ``YIELD_BYTES`` read, because a ``recv``
+that finds data waiting never switches greenlets: without it one endless line or flood held
+the whole load process (deadlines, other arms, signal handlers).
+
+``stream: false`` (``target.stream``): one JSON body, read whole (at most ``max_event_bytes``,
+by the total deadline) and folded in as one chunk stamped when its last byte arrived.
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ from harness.targets.retry import retry_after_from
 
 _RECV = 65536
 _BIG_EVENT = 1 << 20  # events over this are parsed in place (see _huge_event)
+_SMALL = 8192  # a partial event shorter than this is joined by copying (cheaper when short)
 _MAX_ERROR_BODY = 65536
 _loads = orjson.loads
 
@@ -442,23 +452,27 @@ class LeanClient(ArmClient):
                 got = ctype or "?"
                 if not self._streamed:  # stream: false, but the server streamed anyway
                     want, got = "a JSON body (stream: false)", "text/event-stream"
-                raise AttemptError("bad_response", f"expected {want}, got {got}: {text[:200]}", status)
+                raise AttemptError(
+                    "bad_response", f"expected {want}, got {got}: {text[:200]}", status
+                )
             att.retry_after_s = retry_after_from(headers)
             raise AttemptError(
                 classify_status(status), f"HTTP {status}: {error_text(text)}", status
             )
 
         # ---- the SSE stream (hot path)
-        # ``sse`` holds the bytes after the last complete event: ``bytes`` while it is empty or
-        # fresh from one read, a ``bytearray`` (appended in place) while an event spans reads,
-        # so one huge event costs time linear in its size; each search for the blank line
-        # starts where the previous one stopped. An event over ``max_event_bytes`` ends the
-        # attempt. Under gevent the loop pauses every ``YIELD_BYTES`` read (see there).
+        # ``sse`` holds the bytes after the last complete event: ``bytes`` while short, a
+        # ``bytearray`` (appended in place) once an open event passes _SMALL, so one huge event
+        # costs time linear in its size; each search for the blank line starts where the
+        # previous one stopped. An event over ``max_event_bytes`` ends the attempt; one over
+        # _BIG_EVENT is parsed without copies. Under gevent the loop pauses every YIELD_BYTES
+        # read (a recv that finds data waiting never switches greenlets).
         chat = self._chat
         loads = _loads
         times = att.times
         max_ev = self._max_event
         huge = min(_BIG_EVENT, max_ev)  # events over this take the careful path
+        max_open = max_ev + 1  # an open event may also hold the first \n of its end
         pause = self._pause
         unpaused = 0
         sse: bytes | bytearray = b""
@@ -473,13 +487,17 @@ class LeanClient(ArmClient):
                         if b"\r" in data:
                             data = data.replace(b"\r\n", b"\n")
                         if sse:  # an event spans reads: append; search from the seam
-                            if type(sse) is bytes:
-                                sse = bytearray(sse)
                             if sse[-1] == 13 and data[:1] == b"\n":  # a CRLF split by a read
-                                del sse[-1]
-                            # an event can end only at a \n of data: none (a memchr), no search
-                            scan = len(sse) - 1 if b"\n" in data else len(sse) + len(data)
-                            sse += data
+                                sse = sse[:-1]
+                            if len(sse) < _SMALL and type(sse) is bytes:
+                                scan = len(sse) - 1
+                                sse = sse + data
+                            else:  # a long event: append in place, linear in its size
+                                # it can end only at a \n of data: none (a memchr), no search
+                                scan = len(sse) - 1 if b"\n" in data else len(sse) + len(data)
+                                if type(sse) is bytes:
+                                    sse = bytearray(sse)
+                                sse += data
                         else:
                             sse = data
                             scan = 0
@@ -517,7 +535,7 @@ class LeanClient(ArmClient):
                             apply_chunk(att, obj, t, chat)
                         if pos:
                             sse = sse[pos:]
-                        if len(sse) > max_ev + 1:  # + 1: the first \n of its end
+                        if big and len(sse) > max_open:
                             raise event_too_large(self.arm, max_ev)
                 if body_done:
                     break
@@ -551,12 +569,13 @@ class LeanClient(ArmClient):
                     if att.done or att.finish_reason is not None:
                         return False  # the stream ended; check_complete judges what it carried
                     raise self._closed(att, cut_short_message(att))
-                unpaused += len(data)
-                if unpaused >= YIELD_BYTES and pause is not None:
-                    # data keeps coming without a wait (a recv that returns at once never
-                    # switches greenlets): let timers, other streams and signals run
-                    unpaused = 0
-                    pause()
+                if pause is not None:
+                    unpaused += len(data)
+                    if unpaused >= YIELD_BYTES:
+                        # data keeps coming without a wait (a recv that returns at once never
+                        # switches greenlets): let timers, other streams and signals run
+                        unpaused = 0
+                        pause()
                 # bytes deframe left unconsumed (a size line or CRLF split across reads) come first
                 raw = raw + data if raw else data
         except AttemptError as exc:
@@ -643,7 +662,8 @@ class LeanClient(ArmClient):
                     raise self._timeout_error(att) from None
                 except OSError as exc:
                     raise self._closed(
-                        att, with_detail("connection closed before the response body ended", str(exc))
+                        att,
+                        with_detail("connection closed before the response body ended", str(exc)),
                     ) from None
                 if not data:
                     if framing == _Framing.CLOSE:

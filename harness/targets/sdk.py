@@ -7,11 +7,18 @@ costs about 43 ms of CPU), with ``max_retries=0`` (we retry ourselves, recording
 and an ``httpx`` pool sized by ``target.max_connections``.
 
 Timeouts: connect via httpx; every socket read is bounded by the first-token timeout (httpx's
-read timeout), and the first-token and total deadlines are checked as each chunk arrives, so a
-stalled stream is detected within ``min(first_token_s, total_s)`` after the deadline at worst.
-Stream completeness: as in the lean client, a stream is complete when it carried a
-``finish_reason`` (see ``Attempt.check_complete``). The SDK swallows ``[DONE]``; a wrapper
-around its SSE decoder notes it, so both clients word a cut-short stream alike.
+read timeout), and the first-token and total deadlines are checked as each chunk arrives and
+at every read, so a stalled stream is detected within ``min(first_token_s, total_s)`` after
+the deadline at worst. Stream completeness: as in the lean client, a stream is complete when it
+carried a ``finish_reason`` (see ``Attempt.check_complete``). A wrapper around the SDK's SSE
+decoder (:class:`_Guard`) notes ``[DONE]`` (which the SDK swallows), bounds each event to
+``target.max_event_bytes`` (the SDK has no limit: a 400 MiB line cost it 1.7 GiB) and, under
+gevent, pauses every ``YIELD_BYTES`` read and every ``_PAUSE_EVENTS`` chunks, so one flooding
+stream cannot hold the load process.
+
+``stream: false``: ``with_streaming_response.create(stream=False)``, the body read through
+httpx with the same bound and the total deadline, decoded as the SDK decodes it (JSON, then its
+pydantic model), folded in as one chunk.
 
 Parity: transport failures are classified and worded as the lean client does (a malformed
 status line or a head over ``MAX_HEAD_BYTES`` is ``bad_response``, a connection lost after
@@ -364,7 +371,8 @@ class SdkClient(ArmClient):
         if sse:
             text = body[:200].decode("utf-8", "replace")
             raise AttemptError(
-                "bad_response", f"expected a JSON body (stream: false), got text/event-stream: {text}"
+                "bad_response",
+                f"expected a JSON body (stream: false), got text/event-stream: {text}",
             )
         try:
             obj = json.loads(body)  # as the SDK's response.json() does

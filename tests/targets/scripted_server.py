@@ -57,6 +57,7 @@ class Script:
     split_at: list[int] | None = None
     bytewise: bool = False
     split_pause_s: float = 0.002
+    split_in_body: bool = False  # split_at offsets count from the start of the body
     # Hostile streams. ``event_pad``: content chunk 0 carries an extra field of this many bytes
     # (one huge event, in one HTTP chunk). ``flood``: this many tiny text-less events before
     # the content, written at once. ``endless_after``: after N content chunks, one SSE line
@@ -69,6 +70,7 @@ class Script:
     # ``stream: false``: a request that asks for no stream gets one JSON body (chat.completion
     # or text_completion) after ``ttft_s``; ``json_framing``: length | chunked | close.
     json_framing: str = "length"
+    stream_anyway: bool = False  # answer a stream: false request with a stream
     reasoning: str | None = None  # non-streamed chat: message.reasoning_content
 
 
@@ -219,6 +221,7 @@ class ScriptServer:
         nl = "\r\n" if s.crlf else "\n"
         split = s.bytewise or s.split_at is not None
         whole: list[bytes] = []  # the response, when written in pieces at the end
+        head_len = [0]  # bytes of the response head (split_in_body)
 
         async def put(data: bytes, drain: bool = True) -> None:
             if split:
@@ -234,6 +237,8 @@ class ScriptServer:
             data = b"".join(whole)
             whole.clear()
             cuts = range(1, len(data)) if s.bytewise else sorted(set(s.split_at or ()))
+            if s.split_in_body and not s.bytewise:
+                cuts = [c + head_len[0] for c in cuts]
             start = 0
             for cut in [*cuts, len(data)]:
                 if not start < cut <= len(data):
@@ -248,10 +253,13 @@ class ScriptServer:
         hdr = f"{status_line}\r\nContent-Type: {s.content_type}\r\n"
         hdr += "".join(f"{k}: {v}\r\n" for k, v in extra.items())
         if s.body is not None:  # a non-stream 200 body (e.g. a JSON error object)
-            await put(hdr.encode() + f"Content-Length: {len(s.body)}\r\n\r\n".encode() + s.body)
+            head = hdr.encode() + f"Content-Length: {len(s.body)}\r\n\r\n".encode()
+            head_len[0] = len(head)
+            await put(head + s.body)
             await flush_split()
             return True
-        if body and body.get("stream") is False and s.content_type == "text/event-stream":
+        streamed = not (body and body.get("stream") is False) or s.stream_anyway
+        if not streamed and s.content_type == "text/event-stream":
             return await self._play_json(w, s, hdr, body, chat, put, flush_split)
         hdr += "Transfer-Encoding: chunked\r\n\r\n" if s.chunked else "Connection: close\r\n\r\n"
         await put(hdr.encode(), drain=False)  # goes out with the first event
@@ -292,7 +300,9 @@ class ScriptServer:
             step = 64 * 1024 - 64 * 1024 % len(ev)  # whole events per HTTP chunk
             for k in range(0, len(evs), step):
                 part = evs[k : k + step]
-                pending.append(f"{len(part):x}\r\n".encode() + part + b"\r\n" if s.chunked else part)
+                pending.append(
+                    f"{len(part):x}\r\n".encode() + part + b"\r\n" if s.chunked else part
+                )
             await put(b"".join(pending))
             pending.clear()
         if s.ttft_s and not split:
@@ -373,7 +383,6 @@ class ScriptServer:
             return False
         return True
 
-
     async def _play_json(self, w, s: Script, hdr: str, body: Any, chat: bool, put, flush) -> bool:
         """One non-streamed completion (``stream: false``), scripted like a stream: its text
         is the chunks joined; ``finish``, ``usage``, ``truncate_after`` (close mid-body),
@@ -406,7 +415,9 @@ class ScriptServer:
         if s.json_framing == "chunked":
             head = hdr + "Transfer-Encoding: chunked\r\n\r\n"
             half = len(data) // 2
-            out = b"".join(f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (data[:half], data[half:]))
+            out = b"".join(
+                f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in (data[:half], data[half:])
+            )
             out += b"0\r\n\r\n"
         elif s.json_framing == "close":
             head, out = hdr + "Connection: close\r\n\r\n", data

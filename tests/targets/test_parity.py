@@ -54,6 +54,44 @@ HOSTILE = {
     "bytewise": Script(bytewise=True),
     "crlf": Script(crlf=True),
     "close-delimited": Script(chunked=False),
+    # an event over max_event_bytes (4000 here) ends the attempt, not retried; one under passes
+    "event-over-max": (Script(event_pad=5000), {"max_event_bytes": 4000}),
+    "event-under-max": (Script(event_pad=3000), {"max_event_bytes": 4000}),
+    "event-over-max-crlf": (Script(event_pad=5000, crlf=True), {"max_event_bytes": 4000}),
+    "event-over-max-bytewise": (
+        Script(event_pad=5000, split_at=[700, 2500, 4100]),
+        {"max_event_bytes": 4000},
+    ),
+    "endless-line": (Script(endless_after=1), {"max_event_bytes": 200_000}),
+    "endless-line-before-content": (Script(endless_after=0), {"max_event_bytes": 200_000}),
+    # stream: false (one JSON body)
+    **{
+        f"body-{name}": (script, {"stream": False})
+        for name, script in {
+            "ok": Script(),
+            "chunked": Script(json_framing="chunked"),
+            "close": Script(json_framing="close"),
+            "reasoning": Script(reasoning="thinking..."),
+            "split": Script(split_at=[40, 150, 300, 330]),
+            "no-finish": Script(finish=None),
+            "no-usage": Script(usage=False),
+            "empty": Script(chunks=[]),
+            "cut": Script(truncate_after=1),
+            "stall": Script(stall_after=1),
+            "slow": Script(ttft_s=1.0),
+            "500": Script(status=500),
+            "429": Script(status=429, headers={"Retry-After": "0.01"}),
+            "error-200": Script(
+                content_type="application/json", body=b'{"error": {"message": "boom", "code": 500}}'
+            ),
+            "garbage-200": Script(content_type="application/json", body=b"<html>oops</html>"),
+            "list-200": Script(content_type="application/json", body=b"[1, 2]"),
+            "no-choices-200": Script(content_type="application/json", body=b'{"id": "x"}'),
+            "streamed-anyway": Script(stream_anyway=True),
+        }.items()
+    },
+    "body-over-max": (Script(event_pad=5000), {"stream": False, "max_event_bytes": 4000}),
+    "body-completions": (Script(), {"stream": False, "api": "completions"}),
 }
 
 
@@ -65,8 +103,9 @@ def _norm(msg: str | None) -> str | None:
 
 
 def _rows(server, impl, script):
+    script, kw = script if isinstance(script, tuple) else (script, {})
     server.push(script)
-    c = _client(server, impl, first_token_s=0.4, total_s=0.4)
+    c = _client(server, impl, first_token_s=0.4, total_s=0.4, **kw)
     c.target.retry.max_attempts = 2
     try:
         rows = _one(c)
@@ -84,6 +123,9 @@ def _rows(server, impl, script):
             "finish_reason": r.finish_reason,
             "output_text": r.output_text,
             "error_message": _norm(r.error_message),
+            "streamed": r.streamed,
+            # one JSON body: TTFT is E2E and nothing between tokens was timed (both clients)
+            "one_body": (r.ttft_s == r.e2e_s, r.tpot_s, r.itl_s) if not r.streamed else None,
         }
         for r in rows
     ]

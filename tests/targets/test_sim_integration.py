@@ -63,3 +63,26 @@ def test_vllm_sim_metrics_and_cached_tokens():
         rows = MetricsScraper("selfhosted", t, run_id="r", on_rows=lambda _: None).scrape_once()
         names = {x["name"] for x in rows}
         assert {"vllm:num_requests_running", "vllm:num_requests_waiting"} <= names
+
+
+@pytest.mark.parametrize("impl", ["lean", "sdk"])
+def test_non_streamed_requests_against_the_simulator(cloud_sim, impl):
+    """``stream: false``: one body when the last token would have streamed (50 + 19 x 5 ms);
+    TTFT equals E2E, the row says it was not streamed, usage counts the tokens."""
+    t = TargetConfig(kind="sim_cloud", model="sim-cloud-mini", base_url=cloud_sim.base_url)
+    t.client, t.stream = impl, False
+    c = make_arm_client("cloud", t, run_id="r", experiment="e")
+    c.execute(ITEM, request_id="warm")
+    rows = [c.execute(ITEM, request_id=str(i))[0] for i in range(5)]
+    assert all(r.status == "ok" for r in rows), [r.error_message for r in rows]
+    r = rows[-1]
+    assert (r.streamed, r.completion_tokens, r.tokens_source, r.finish_reason) == (
+        False,
+        20,
+        "usage",
+        "length",
+    )
+    assert r.ttft_s == r.e2e_s and r.tpot_s is None and r.itl_s == []
+    assert len(r.output_text.split()) == 20
+    tol = 0.006 if impl == "lean" else 0.025
+    assert 0.144 <= statistics.median(x.e2e_s for x in rows) < 0.145 + tol
