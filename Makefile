@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 config ?= smoke
 ARGS ?=
 
-.PHONY: setup experiment test test-fast bench lint format sim clean
+.PHONY: setup experiment test test-fast bench calibrate lint format sim clean
 
 $(BIN)/harness: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test-fast: setup
 ## Performance benchmarks: print their figures (simulator, clients, analysis).
 bench: setup
 	$(BIN)/python -m bench
+
+## Canary judge calibration (not in CI): GO / NO_GO rates on synthetic runs, then
+## configs/experiment/aa_check.yaml and regression_check.yaml end to end, $(seeds) runs each
+## with different seeds (about 2.5 minutes per run). make calibrate seeds=5
+seeds ?= 3
+calibrate: setup
+	$(BIN)/python -m bench.calibrate_judge --seeds $(seeds)
 
 lint: setup
 	$(BIN)/ruff check harness tests bench

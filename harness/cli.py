@@ -24,6 +24,11 @@ commands:
   cost RUN_DIR|SWEEP_DIR [KEY=VALUE ...]
                                  recompute the cost section with other prices, traffic or
                                  self-hosting settings (pricing.*, traffic.*, selfhost.*)
+  score RUN_DIR [--no-report]    recompute the quality scores (scores/scores.parquet) and
+                                 the report, without rerunning load
+  judge RUN_DIR [--baseline-run OTHER_RUN]
+                                 canary verdict (GO / NO_GO / INCONCLUSIVE) of the candidate
+                                 arm vs the baseline arm, or vs OTHER_RUN; rewrites the report
   sim --profile vllm|cloud ...   run the embedded simulator (see `harness sim --help`)
   worker --master-host H --master-port P   a load worker for distributed runs
 """
@@ -176,6 +181,20 @@ def cmd_cost(argv: list[str]) -> int:
     return run_cost(argv)
 
 
+def cmd_score(argv: list[str]) -> int:
+    """``harness score RUN_DIR``: see :func:`harness.quality.cli.run_score`."""
+    from harness.quality.cli import run_score
+
+    return run_score(argv)
+
+
+def cmd_judge(argv: list[str]) -> int:
+    """``harness judge RUN_DIR [--baseline-run OTHER]``: see :func:`harness.judge.cli.run_judge`."""
+    from harness.judge.cli import run_judge
+
+    return run_judge(argv)
+
+
 def cmd_compare(argv: list[str]) -> int:
     from harness.report import compare_runs
 
@@ -236,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_compare(rest)
         if cmd == "cost":
             return cmd_cost(rest)
+        if cmd == "score":
+            return cmd_score(rest)
+        if cmd == "judge":
+            return cmd_judge(rest)
         if cmd == "sweep-report":
             return cmd_sweep_report(rest)
         if cmd == "worker":

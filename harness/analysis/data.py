@@ -76,6 +76,7 @@ _MAIN_COLUMNS = (
     "error_type",
     "attempt",
     "request_id",
+    "pair_id",
     "will_retry",
     "itl_s",
     *_TIME_COLUMNS,
@@ -208,6 +209,9 @@ class RunData:
     error: np.ndarray  # int16 code into ``error_types``; -1 for ok rows / no type
     attempt: np.ndarray  # int32
     request: np.ndarray  # int32 code of request_id (attempts of one logical request share it)
+    #: int32 code of pair_id (mirrored runs: the same logical request on every arm shares
+    #: it, codes in pair_id order); -1 when null (independent pairing)
+    pair: np.ndarray
     will_retry: np.ndarray  # int8: 1 the client retried this failed attempt, 0 no, -1 unknown
     n_chunks: np.ndarray  # int32 content chunks received (len(itl_s) + 1); 0 when none/unknown
     cols: dict[str, np.ndarray]  # float64 (NaN = null): _FLOAT_COLUMNS and _TIME_COLUMNS
@@ -480,6 +484,7 @@ def load_run(
     label_index: dict[str, dict[str | None, int]] = {k: {} for k in _LABEL_COLUMNS}
     pieces: dict[str, list[np.ndarray]] = {k: [] for k in _MAIN_COLUMNS}
     rid_chunks: list[pa.Array] = []
+    pid_chunks: list[pa.Array] = []
     ref: int | None = None
     for part in iter_request_parts(run_dir, _MAIN_COLUMNS, phases):
         if part.num_rows == 0:
@@ -495,6 +500,7 @@ def load_run(
         )
         rid = part.column("request_id").cast(pa.string())
         rid_chunks.extend(pc.fill_null(rid, "").chunks)
+        pid_chunks.extend(part.column("pair_id").cast(pa.string()).chunks)
         wr = part.column("will_retry").cast(pa.int8())
         pieces["will_retry"].append(pc.fill_null(wr, -1).to_numpy().astype(np.int8, copy=False))
         itl_len = pc.list_value_length(part.column("itl_s"))
@@ -524,6 +530,8 @@ def load_run(
     n_chunks = cat("itl_s", np.int32)
     request, request_ids = _request_codes(rid_chunks)
     del rid_chunks
+    pair = _pair_codes(pid_chunks)
+    del pid_chunks
     cols = {name: cat(name, np.float64) for name in (*_TIME_COLUMNS, *_FLOAT_COLUMNS)}
     labels = {}
     for name in _LABEL_COLUMNS:
@@ -591,6 +599,7 @@ def load_run(
         error=err_codes,
         attempt=attempt,
         request=request,
+        pair=pair,
         will_retry=will_retry,
         n_chunks=n_chunks,
         cols=cols,
@@ -620,6 +629,22 @@ def _request_codes(chunks: list[pa.Array]) -> tuple[np.ndarray, pa.Array]:
         [c.indices.to_numpy(zero_copy_only=False).astype(np.int32, copy=False) for c in enc.chunks]
     )
     return codes, enc.chunks[-1].dictionary
+
+
+def _pair_codes(chunks: list[pa.Array]) -> np.ndarray:
+    """int32 codes of the ``pair_id`` strings, in sorted id order (the engine numbers pairs in
+    schedule order, ``p000000001`` ...), -1 for null; equal ids -> equal codes across arms."""
+    if not chunks:
+        return np.empty(0, np.int32)
+    enc = pc.dictionary_encode(pa.chunked_array(chunks, pa.string()))
+    flat = np.concatenate(
+        [pc.fill_null(c.indices, -1).to_numpy().astype(np.int64, copy=False) for c in enc.chunks]
+    )
+    dictionary = enc.chunks[-1].dictionary
+    if len(dictionary) == 0:
+        return np.full(flat.size, -1, np.int32)
+    rank = np.asarray(pc.rank(dictionary, sort_keys="ascending"), np.int64) - 1
+    return np.where(flat >= 0, rank[np.maximum(flat, 0)], -1).astype(np.int32)
 
 
 def _check_latencies(

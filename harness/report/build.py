@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import harness.cost.report  # noqa: F401  (registers the cost section)
+import harness.judge.section  # noqa: F401  (registers the verdict section, first)
+import harness.quality.report  # noqa: F401  (registers the quality section)
 from harness.analysis.compare import arm_clusters, arm_values, compare_samples
 from harness.analysis.data import RunData, load_run
 from harness.analysis.errors import errors_summary

@@ -15,6 +15,15 @@ def plain(text: Any) -> str:
     return _CONTROL.sub("?", str(text))
 
 
+def _arm_ref(ref: Any, this_run: Any = None) -> str:
+    """An arm of the verdict: its name, plus the run when it comes from another run."""
+    if isinstance(ref, dict):
+        arm = plain(ref.get("arm"))
+        run = ref.get("run_id")
+        return f"{arm} of run {plain(run)}" if run and run != this_run else arm
+    return plain(ref)
+
+
 def format_summary(summary: dict[str, Any]) -> str:
     """Per arm: logical requests, failed requests (after retries) by type, retries, goodput,
     p50/p99 of request TTFT and E2E (from the arrival, retries included) and TPOT."""
@@ -65,6 +74,18 @@ def format_summary(summary: dict[str, Any]) -> str:
         cancelled = err.get("cancelled")
         if cancelled:
             lines.append(f"{'':<14}cancelled by the harness (not counted): {cancelled}")
+    verdict = summary.get("verdict") or {}
+    if verdict.get("decision"):
+        reasons = ", ".join(plain(r) for r in (verdict.get("reasons") or [])[:4])
+        score = verdict.get("score")
+        lines.append(
+            f"verdict: {plain(verdict['decision'])} "
+            f"({_arm_ref(verdict.get('candidate'), summary.get('run_id'))} vs "
+            f"{_arm_ref(verdict.get('baseline'), summary.get('run_id'))}"
+            + (f", score {score:.0f}" if isinstance(score, int | float) else "")
+            + (f"; {reasons}" if reasons else "")
+            + ")"
+        )
     cost = summary.get("cost") or {}
     costed = [(a, b) for a, b in (cost.get("arms") or {}).items()
               if b.get("monthly_total_usd") is not None]  # fmt: skip

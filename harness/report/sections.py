@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from harness.analysis.checks import run_checks
-from harness.analysis.compare import compare_arms
+from harness.analysis.compare import HEADLINE_METRICS, compare_arms
 from harness.analysis.data import RunData
 from harness.analysis.errors import errors_summary
 from harness.analysis.goodput import goodput_summary
@@ -56,10 +56,8 @@ class Section:
 
 # ---------------------------------------------------------------- helpers shared by sections
 
-#: Headline comparisons: what the user lived through per logical request (retries and
-#: backoffs included) and the per-token pace. ITL is per chunk, and hosted APIs batch several
-#: tokens per chunk, so it is shown in the tables with tokens per chunk, not in the headline.
-HEADLINE_METRICS = ("request_ttft_s", "tpot_s", "request_e2e_s")
+#: Headline comparisons (HEADLINE_METRICS, imported from harness.analysis.compare, which
+#: sizes the multiplicity family from it): per logical request and the per-token pace.
 TABLE_METRICS = (
     "request_ttft_s",
     "request_e2e_s",
@@ -112,7 +110,11 @@ def censored_text(stats: dict[str, Any]) -> str:
 
 
 def comparison_sentence(pair: dict[str, Any], metric: str, q: str, confidence: float) -> str:
-    """One plain-text headline line: which side is faster at quantile ``q``, by how much, CI."""
+    """One plain-text headline line: which side is faster at quantile ``q``, by how much, CI.
+
+    The CI's level is the pair's own (``pair["confidence"]``: the multiplicity-adjusted
+    level of the headline family) when present, else ``confidence``."""
+    confidence = float(pair.get("confidence") or confidence)
     e = pair["metrics"].get(metric)
     label = f"{METRIC_LABELS.get(metric, metric)} {q}"
     base, other = str(pair["baseline"]), str(pair["other"])
@@ -123,7 +125,7 @@ def comparison_sentence(pair: dict[str, Any], metric: str, q: str, confidence: f
         return f"{label}: not comparable, {empty} has no successful requests with this metric."
     x = e[q]
     d, ci = x["diff"], x["ci"]
-    level = f"{round(100 * confidence)}% CI"
+    level = f"{_pct_level(confidence)} CI"
     if x.get("censored"):
         side = x["censored"]
         if side == "both":
@@ -131,6 +133,11 @@ def comparison_sentence(pair: dict[str, Any], metric: str, q: str, confidence: f
         slow = base if side == "baseline" else other
         fast = other if side == "baseline" else base
         known = x["other"] if side == "baseline" else x["baseline"]
+        if not x.get("slower"):  # censored, but not shown to be slower at this level
+            return (f"{label}: no clear difference: {slow}'s {q} is censored (timeouts or "
+                    f"failed requests reach it), {fast} {fmt.seconds(known)}, but the "
+                    f"{_pct_level(confidence)} CI of the difference "
+                    f"({_diff_ci_text(x['ci'])}) includes zero.")  # fmt: skip
         return (f"{label}: {slow} is slower: its {q} is censored (timeouts or failed requests "
                 f"reach it), {fast} {fmt.seconds(known)}.")  # fmt: skip
     values = f"{other} {fmt.seconds(x['other'])} vs {base} {fmt.seconds(x['baseline'])}"
@@ -146,6 +153,32 @@ def comparison_sentence(pair: dict[str, Any], metric: str, q: str, confidence: f
         r = 1 / ratio if d < 0 else ratio
         times = f", {r:.2f}x"
     return f"{label}: {faster} is faster than {slower} by {fmt.seconds(abs(d))}{times} ({values}; {ci_txt})."
+
+
+def _pct_level(confidence: float) -> str:
+    """``95%``, ``99.2%``: a confidence level with the digits it needs (at most one decimal)."""
+    x = round(100 * confidence, 1)
+    return f"{x:g}%"
+
+
+def family_sentence(comparison: dict[str, Any]) -> str:
+    """How the headline family is corrected for multiplicity (empty for older summaries)."""
+    m, adj = comparison.get("family_size"), comparison.get("adjusted_confidence")
+    conf = comparison.get("confidence")
+    if not m or adj is None or conf is None:
+        return ""
+    paired = [p for p in comparison.get("pairs") or () if p.get("paired")]
+    how = (
+        "Mirrored run: the headline metrics are compared per logical request (aligned on "
+        "pair_id) with a paired bootstrap in circular blocks over arrival time. "
+        if paired
+        else "Independent pairing: each arm is resampled on its own (unpaired bootstrap). "
+    )
+    return (
+        f"{how}Every interval is at {_pct_level(adj)} (Bonferroni over the {m} headline "
+        f"claims), so the chance that any headline line claims a difference that is not "
+        f"there is at most {_pct_level(1 - conf)}."
+    )
 
 
 def headline_sentences(pairs: list[dict[str, Any]], confidence: float) -> list[str]:
@@ -454,10 +487,12 @@ def _comparison_html(s: Summary, plots: list[PlotRef]) -> list[Any]:
     lines = headline_sentences(pairs, s["run"]["statistics"]["confidence"])
     return [
         h.p(
-            "Difference = other minus baseline (negative: other is faster), with independent-"
-            "sample bootstrap CIs of the quantile difference (ITL: requests are resampled, "
-            "not gaps, since the gaps of one request are correlated). The shift function "
-            "plots the same difference at every decile."
+            "Difference = other minus baseline (negative: other is faster), with bootstrap "
+            "CIs of the quantile difference: paired (per pair_id, blocks over time) for the "
+            "headline metrics of a mirrored run, independent-sample otherwise (ITL: requests "
+            "are resampled, not gaps, since the gaps of one request are correlated). The "
+            "shift function plots the same difference at every decile. "
+            + family_sentence(s["comparison"])
         ),
         h.ul(lines),
         h.table(COMPARISON_HEAD, comparison_rows(pairs)),
@@ -470,7 +505,9 @@ def _comparison_memo(s: Summary) -> list[str]:
     if not pairs:
         return ["## Headline", "", "Only one arm was measured: no side-by-side comparison."]
     lines = headline_sentences(pairs, s["run"]["statistics"]["confidence"])
-    return ["## Headline", "", *["- " + md_escape(line, limit=1000) for line in lines]]
+    family = family_sentence(s["comparison"])
+    tail = ["", md_escape(family, limit=1000)] if family else []
+    return ["## Headline", "", *["- " + md_escape(line, limit=1000) for line in lines], *tail]
 
 
 # ---------------------------------------------------------------- goodput

@@ -48,6 +48,16 @@ class CommonParams:
     reference_answers: bool = True
     eval_files: list[str] = field(default_factory=lambda: ["workloads/eval/*.jsonl"])
     accuracy: float = 0.9
+    # Share of an item's right/wrong latent that is the item's own hardness, the same on every
+    # server and seed (and its `difficulty` when the eval file gives one): errors then
+    # correlate across arms. 0: independent draws per server. See harness/sim/answers.py.
+    item_correlation: float = 0.5
+    # Behaviour drifts of eval answers, each a fixed draw per (seed, item): refusals ("I can't
+    # help with that."; non-eval requests too), broken formats (prose around the answer,
+    # truncated JSON), and a multiplier of the reply length (non-eval: of the natural median).
+    refusal_rate: float = 0.0
+    format_break_rate: float = 0.0
+    verbosity: float = 1.0
     # Injected faults, decided per request when it arrives.
     error_rate: float = 0.0  # share of requests answered with a 5xx from error_statuses
     error_statuses: list[int] = field(default_factory=lambda: [500, 503])
@@ -184,7 +194,16 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     return value
 
 
-_RATES = ("accuracy", "error_rate", "rate_limited_rate", "stall_rate", "truncate_rate")
+_RATES = (
+    "accuracy",
+    "item_correlation",
+    "refusal_rate",
+    "format_break_rate",
+    "error_rate",
+    "rate_limited_rate",
+    "stall_rate",
+    "truncate_rate",
+)
 _POSITIVE_INTS = (
     "max_model_len",
     "max_num_seqs",
@@ -219,6 +238,10 @@ def _check(params: CommonParams) -> None:
         )
     if params.output_len_median < 1:
         raise ParamError("parameter 'output_len_median': expected >= 1")
+    if not 0 < params.verbosity <= 100:
+        raise ParamError(
+            f"parameter 'verbosity': expected a multiplier in (0, 100], got {params.verbosity!r}"
+        )
     if isinstance(params, VllmParams):
         if params.kv_cache_tokens < params.block_size:
             raise ParamError("parameter 'kv_cache_tokens': must hold at least one block")

@@ -35,7 +35,7 @@ from typing import Any
 import orjson
 
 from . import cloud as cloud_model
-from .answers import AnswerBook
+from .answers import REFUSAL, AnswerBook
 from .engine import Engine, Sequence, Step
 from .http import Connection, Request, error_body, frame
 from .metrics import Metrics
@@ -571,11 +571,25 @@ class SimServer:
         fixed = None
         item = self.answers.lookup(q.match_text) if self.answers and q.match_text else None
         if item is not None:
-            text, _ = self.answers.answer(item, p.accuracy, self.seed)
-            fixed = answer_words(text)
+            reply = self.answers.reply(
+                item,
+                self.seed,
+                accuracy=p.accuracy,
+                item_correlation=p.item_correlation,
+                refusal_rate=p.refusal_rate,
+                format_break_rate=p.format_break_rate,
+                verbosity=p.verbosity,
+            )
+            fixed = answer_words(reply.text)
+            natural = len(fixed) + reply.extra_tokens
+        elif p.refusal_rate > 0 and (
+            request_rng(self.seed, salt, "refusal", q.prompt_key).random() < p.refusal_rate
+        ):
+            fixed = answer_words(REFUSAL)
             natural = len(fixed)
         else:
-            natural = natural_length(rng, p.output_len_median, p.output_len_sigma)
+            median = p.output_len_median * p.verbosity
+            natural = natural_length(rng, median, p.output_len_sigma)
         if q.ignore_eos:
             n, reason = q.max_tokens, "length"
         else:

@@ -210,7 +210,8 @@ def test_memo_escapes_and_states_the_headline(built_report):
     assert "<script>" not in memo and "&lt;script&gt;" in memo
     assert "\\| upstream 503" in memo  # a pipe in a message cannot break a table
     assert "TTFT p50: selfhosted is faster than cloud by" in memo
-    assert "95% CI of the difference" in memo
+    # one arm pair: 6 headline claims, each interval at 1 - 0.05/6 (Bonferroni)
+    assert "99.2% CI of the difference" in memo and "Bonferroni over the 6 headline" in memo
     assert "## Goodput" in memo and "## Failures" in memo and "per 1,000" in memo
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from harness.sim.answers import AnswerBook, EvalItem, project_root
 from harness.sim.cli import main as cli_main
-from harness.sim.params import ParamError
+from harness.sim.params import CommonParams, ParamError
 from harness.sim.process import SimProcess, SimProcessError
 from harness.sim.settings import load_settings
 from harness.workloads.base import WorkloadError
@@ -113,7 +113,8 @@ def _ask_all(sim: SimProcess, sdk, book: AnswerBook, n: int | None = None) -> fl
 def test_reference_answers_over_http(book, sdk):
     with SimProcess("cloud", params={**FAST, "accuracy": 0.9}, seed=11) as sim:
         share = _ask_all(sim, sdk, book)
-    expected = sum(book.answer(it, 0.9, 11)[1] for it in items(book)) / len(book)
+    rho = CommonParams().item_correlation  # the server's default
+    expected = sum(book.answer(it, 0.9, 11, rho)[1] for it in items(book)) / len(book)
     assert share == expected  # exactly the pure model's decision per item
     assert 0.8 <= share <= 0.98
 

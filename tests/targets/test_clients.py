@@ -81,7 +81,9 @@ def test_ok_stream_record(server, impl):
     assert r.e2e_s == pytest.approx((r.t_end - r.t_sent) / ns)
     assert r.ttft_sched_s == pytest.approx((r.t_first_token - r.t_scheduled) / ns)
     assert r.e2e_sched_s == pytest.approx((r.t_end - r.t_scheduled) / ns)
-    assert len(r.itl_s) == 3 and all(g >= 0.009 for g in r.itl_s)
+    # the server sends the 4 chunks 10 ms apart: timed on arrival, they span >= 30 ms (a busy
+    # box may deliver two in one read, so single gaps are not bounded from below)
+    assert len(r.itl_s) == 3 and sum(r.itl_s) >= 0.029 and max(r.itl_s) >= 0.009
     assert sum(r.itl_s) == pytest.approx((r.t_end - r.t_first_token) / ns, abs=1e-6)
     assert r.tpot_s == pytest.approx((r.t_end - r.t_first_token) / ns / 3)
     assert r.ttft_s >= 0.03
