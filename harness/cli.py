@@ -24,8 +24,10 @@ commands:
   cost RUN_DIR|SWEEP_DIR [KEY=VALUE ...]
                                  recompute the cost section with other prices, traffic or
                                  self-hosting settings (pricing.*, traffic.*, selfhost.*)
-  score RUN_DIR [--no-report]    recompute the quality scores (scores/scores.parquet) and
-                                 the report, without rerunning load
+  score RUN_DIR [--no-report] [--llm-judge]
+                                 recompute the quality scores (scores/scores.parquet) and
+                                 the report, without rerunning load; --llm-judge also asks
+                                 the configured judge model (optional, see README)
   judge RUN_DIR [--baseline-run OTHER_RUN]
                                  canary verdict (GO / NO_GO / INCONCLUSIVE) of the candidate
                                  arm vs the baseline arm, or vs OTHER_RUN; rewrites the report

@@ -31,6 +31,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 
 from harness.cost.settings import PricingConfig, SelfHostConfig, TrafficConfig
 from harness.judge.settings import JudgeConfig, check_judge
+from harness.quality.llm_judge import QualityConfig, check_quality
 
 TARGET_KINDS = ("sim_vllm", "sim_cloud", "openai", "vllm")
 CLIENTS = ("auto", "lean", "sdk")
@@ -218,6 +219,7 @@ class Config:
     traffic: TrafficConfig = field(default_factory=TrafficConfig)  # the user's traffic
     selfhost: SelfHostConfig = field(default_factory=SelfHostConfig)  # GPUs, fixed costs
     judge: JudgeConfig = field(default_factory=JudgeConfig)  # canary judge (harness/judge)
+    quality: QualityConfig = field(default_factory=QualityConfig)  # LLM-as-judge (off)
     run_id: str | None = None  # default: UTC timestamp + short random suffix
     progress_interval_s: float = 5.0
 
@@ -611,6 +613,7 @@ def validate_config(cfg: Any, root: Path | None = None) -> Config:
     targets = {str(n): resolve_arm(str(n), a) for n, a in typed.arms.items()}
     check_for_arms(costs, {n: (t.kind, t.model) for n, t in targets.items()})
     check_judge(typed.judge, "judge", list(targets))
+    check_quality(typed.quality, "quality")
     return typed
 
 

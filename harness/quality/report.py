@@ -109,6 +109,23 @@ def _intro(q: dict[str, Any]) -> str:
             f"{conf:.0%}. " + "; ".join(parts) + ".")  # fmt: skip
 
 
+def llm_judge_text(j: dict[str, Any]) -> str:
+    """One paragraph on the optional LLM judge (``quality.llm_judge``); plain text."""
+    pref, ci, st = j.get("preference"), j.get("ci") or [None, None], j.get("sign_test") or {}
+    said = (f"{pref:.3f} (CI {_ci('score', ci)}; sign test p {_p(st.get('p'))}: candidate "
+            f"preferred on {st.get('candidate_preferred')}, baseline on "
+            f"{st.get('baseline_preferred')}, ties {st.get('ties')})") if _ok(pref) else "n/a"  # fmt: skip
+    cost = j.get("cost_usd")
+    cost_t = f"${cost:.4g}" if _ok(cost) else f"cost n/a ({j.get('cost_basis')})"
+    tok = j.get("tokens") or {}
+    return (f"LLM judge {j.get('judge_model')} ({j.get('judge_target')}), pairwise, both "
+            f"answer orders averaged: candidate {j.get('candidate')} preferred over baseline "
+            f"{j.get('baseline')} at {said}, 0.5 = no preference; {j.get('n')} of "
+            f"{j.get('items_asked')} items judged, {j.get('failures')} judge failure(s); "
+            f"{j.get('calls')} calls, {tok.get('prompt')} prompt + {tok.get('completion')} "
+            f"completion tokens, {cost_t}.")  # fmt: skip
+
+
 def _html(s: Summary, plots: list[PlotRef]) -> list[Any]:
     q = s.get("quality")
     if not q:
@@ -131,6 +148,10 @@ def _html(s: Summary, plots: list[PlotRef]) -> list[Any]:
                              category_rows(comp)))  # fmt: skip
     else:
         parts.append(h.p("No paired comparison: fewer than two arms were scored."))
+    if q.get("llm_judge"):
+        parts.append(h.p(llm_judge_text(q["llm_judge"])))
+        if q["llm_judge"].get("failure_examples"):
+            parts.append(h.ul(q["llm_judge"]["failure_examples"]))
     if info.get("notes"):
         parts.append(h.ul(info["notes"]))
     return parts
@@ -164,6 +185,8 @@ def _memo(s: Summary) -> list[str]:
         lines += ["", f"{md_escape(info['baseline'])} (baseline) vs {md_escape(info['candidate'])}"
                   " (candidate), paired on sample_id: " + md_escape("; ".join(said), 1500) + "."]  # fmt: skip
         lines += ["", *md_table(COMPARISON_HEAD, [comparison_row(n, e) for n, e in comp.items()])]
+    if q.get("llm_judge"):
+        lines += ["", md_escape(llm_judge_text(q["llm_judge"]), 1200)]
     for n in info.get("notes", []):
         lines.append(f"- {md_escape(n, 600)}")
     return lines

@@ -54,7 +54,7 @@ from harness.quality.score import ScoreError, Scores, ensure_scores, has_referen
 from harness.quality.scorers import SCORERS
 
 #: Keys of the ``quality`` object that are not arm names.
-RESERVED_KEYS = ("comparison", "info")
+RESERVED_KEYS = ("comparison", "info", "llm_judge")
 
 
 def _f(x: Any) -> float | None:
@@ -296,4 +296,11 @@ def quality_section(data: RunData, summary: dict[str, Any]) -> dict[str, Any] | 
     out = summarize(scores, list(data.arms), base, cand, confidence=b.confidence,
                     resamples=b.resamples, seed=b.seed)  # fmt: skip
     out["info"]["arms_from"] = source
+    from harness.quality.llm_judge import read_judge, summarize_judge
+
+    jt = read_judge(run_dir)  # written by `harness score --llm-judge` (optional)
+    if jt is not None:
+        cat = ((data.manifest.get("config") or {}).get("pricing") or {}).get("catalog_file")
+        out["llm_judge"] = summarize_judge(jt, confidence=b.confidence, resamples=b.resamples,
+                                           seed=b.seed, catalog_file=cat)  # fmt: skip
     return out

@@ -38,6 +38,7 @@ from . import cloud as cloud_model
 from .answers import REFUSAL, AnswerBook
 from .engine import Engine, Sequence, Step
 from .http import Connection, Request, error_body, frame
+from .judge import judge_verdict
 from .metrics import Metrics
 from .params import (
     CloudParams,
@@ -569,8 +570,12 @@ class SimServer:
         )
         rng = request_rng(self.seed, salt, q.prompt_key)
         fixed = None
+        verdict = judge_verdict(q.match_text) if q.match_text else None  # sim as LLM judge
         item = self.answers.lookup(q.match_text) if self.answers and q.match_text else None
-        if item is not None:
+        if verdict is not None:
+            fixed = answer_words(verdict)
+            natural = len(fixed)
+        elif item is not None:
             reply = self.answers.reply(
                 item,
                 self.seed,
