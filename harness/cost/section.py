@@ -159,7 +159,7 @@ def catalogs(s: CostSettings) -> tuple[dict[str, ApiPrice], dict[str, GpuInstanc
     return api, gpu
 
 
-def _price_for(api: dict[str, ApiPrice], s: CostSettings, arm: str, kind: str | None,
+def price_for(api: dict[str, ApiPrice], s: CostSettings, arm: str, kind: str | None,
                model: str) -> ApiPrice | None:  # fmt: skip
     """The arm's price: ``pricing.models[arm]`` or its model (``sim-X`` as ``X``); a
     simulated API arm with neither falls back to ``pricing.sim_default_model``."""
@@ -177,7 +177,7 @@ def check_for_arms(s: CostSettings, arms: dict[str, tuple[str, str]]) -> None:
     for arm, (kind, model) in arms.items():
         if role_of(kind) == "api":
             name = s.pricing.models.get(arm, model)
-            if _price_for(api, s, arm, kind, model) is None:
+            if price_for(api, s, arm, kind, model) is None:
                 raise CatalogError(
                     f"pricing: no price for arms.{arm} model {name!r} in "
                     f"{s.pricing.catalog_file} (add it to a catalog file, or map the arm with "
@@ -318,7 +318,7 @@ def compute_cost(data: RunData, s: CostSettings, today: dt.date | None = None) -
         }  # fmt: skip
         if role == "api":
             model = s.pricing.models.get(arm, data.arm_info.get(arm, {}).get("model") or "")
-            price = _price_for(api_cat, s, arm, kind, model)
+            price = price_for(api_cat, s, arm, kind, model)
             if price is not None and price.model != model and lookup_model(api_cat, model) is None:
                 notes.append(f"Arm {arm!r}: simulated model {model!r} has no catalog price; "
                              f"priced as {price.model} (pricing.sim_default_model).")  # fmt: skip

@@ -155,9 +155,9 @@ def _arm_costs(data: RunData) -> dict[str, tuple[np.ndarray | None, float | None
     from harness.cost.billing import policy_for
     from harness.cost.measure import arm_spend, role_of
     from harness.cost.section import (
-        _price_for,
         catalogs,
         compute_cost,
+        price_for,
         read_overrides,
         settings_from,
     )
@@ -170,7 +170,7 @@ def _arm_costs(data: RunData) -> dict[str, tuple[np.ndarray | None, float | None
         kind = block.get("kind")
         if role_of(kind) == "api" and block.get("usd_per_call") is not None:
             model = s.pricing.models.get(arm, (data.arm_info.get(arm) or {}).get("model") or "")
-            price = _price_for(api, s, arm, kind, model)
+            price = price_for(api, s, arm, kind, model)
             if price is None:
                 raise ConfigError(f"cost: arm {arm!r} lost its price")
             spend = arm_spend(data, arm, price, policy_for(s.pricing.billing, price.provider),

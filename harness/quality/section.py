@@ -138,21 +138,24 @@ def paired_comparison(
 def pick_arms(
     arms: list[str], kinds: dict[str, str | None], judge: dict[str, Any] | None = None
 ) -> tuple[str | None, str | None, str]:
-    """``(baseline, candidate, source)``: ``judge.baseline`` / ``judge.candidate`` when set,
-    else the first hosted-API arm and the first self-hosted arm (see the module docstring)."""
-    from harness.cost.measure import role_of
+    """``(baseline, candidate, source)``: the canary judge's choice
+    (:func:`harness.judge.settings.pick_arms`: ``judge.baseline`` / ``judge.candidate`` when
+    set, else the first hosted-API arm and the first self-hosted arm), so the quality
+    comparison and the verdict always compare the same two arms; ``(first arm, None)`` when
+    fewer than two arms can be told apart."""
+    from harness.config import ConfigError
+    from harness.judge.settings import JudgeConfig
+    from harness.judge.settings import pick_arms as judge_pick
 
     judge = judge or {}
     base, cand = judge.get("baseline"), judge.get("candidate")
     source = "config" if base or cand else "default"
-    if base is None:
-        base = next((a for a in arms if role_of(kinds.get(a)) == "api"), arms[0] if arms else None)
-    if cand is None:
-        rest = [a for a in arms if a != base]
-        cand = next((a for a in rest if role_of(kinds.get(a)) == "selfhost"), None)
-        if cand is None and rest:
-            cand = rest[0]
-    return base, cand, source
+    try:
+        b, c = judge_pick(JudgeConfig(baseline=base, candidate=cand),
+                          {a: kinds.get(a) for a in arms})  # fmt: skip
+    except ConfigError:
+        return (arms[0] if arms else None), None, source
+    return b, c, source
 
 
 def _categories(scores: Scores, arm: str, scorer: str) -> dict[str, str]:
