@@ -21,7 +21,7 @@ experiment: setup
 
 ## Full suite, slow end-to-end runs included (what CI runs).
 test: setup
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 $(PYTEST_ARGS)
 
 ## Everything but the slow end-to-end runs.
 test-fast: setup
