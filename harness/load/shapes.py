@@ -154,8 +154,11 @@ class DiurnalShape(RateShape):
         k = np.clip(np.searchsorted(self._mgrid, r, side="right") - 1, 0, self._GRID - 1)
         lo, hi = self._tgrid[k], self._tgrid[k + 1]
         t = np.interp(r, self._mgrid, self._tgrid)
-        for _ in range(6):  # safeguarded Newton inside the grid cell [lo, hi]
+        tol = 1e-12 * np.maximum(1.0, np.abs(r))
+        for _ in range(60):  # safeguarded Newton inside the grid cell [lo, hi]
             f = self.cumulative(t) - r
+            if np.all(np.abs(f) <= tol):
+                break
             lo = np.where(f < 0, t, lo)
             hi = np.where(f > 0, t, hi)
             m = self.multiplier(t)
