@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
@@ -34,6 +35,7 @@ from typing import Any
 import yaml
 
 from harness.config import ConfigError
+from harness.cost.settings import PURCHASE_MODES
 
 MILLION = Decimal(1_000_000)
 USAGE_SEMANTICS = ("includes_cached", "excludes_cached")
@@ -158,17 +160,32 @@ def _usage_for(provider: str, given: Any, where: str) -> str:
     return str(given)
 
 
-def _ours(path: Path, doc: Any) -> dict[str, ApiPrice]:
-    if not isinstance(doc, dict) or not isinstance(doc.get("models"), dict):
-        raise CatalogError(f"{path}: expected a mapping with a 'models' mapping")
-    out = {}
-    for name, e in doc["models"].items():
-        where = f"{path}: models.{name}"
+def _entries(path: Path, doc: Any, section: str, known: set[str], what: str
+             ) -> Iterator[tuple[str, str, dict[str, Any]]]:  # fmt: skip
+    """(name, where, entry) of our YAML format's ``section`` mapping, each entry a mapping
+    of ``known`` fields only; ``where`` names the file and the entry for errors."""
+    if not isinstance(doc, dict) or not isinstance(doc.get(section), dict):
+        raise CatalogError(f"{path}: expected a mapping with a '{section}' mapping")
+    for name, e in doc[section].items():
+        where = f"{path}: {section}.{name}"
         if not isinstance(e, dict):
-            raise CatalogError(f"{where}: expected a mapping of prices")
-        unknown = sorted(set(e) - _API_FIELDS)
+            raise CatalogError(f"{where}: expected a mapping{what}")
+        unknown = sorted(set(e) - known)
         if unknown:
             raise CatalogError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        yield str(name), where, e
+
+
+def _provenance(e: dict[str, Any], where: str) -> tuple[dt.date, str]:
+    """An entry's (as_of, source): both required."""
+    if "as_of" not in e or not e.get("source"):
+        raise CatalogError(f"{where}: every entry needs as_of (a date) and source")
+    return _date(e["as_of"], f"{where}.as_of"), str(e["source"])
+
+
+def _ours(path: Path, doc: Any) -> dict[str, ApiPrice]:
+    out = {}
+    for name, where, e in _entries(path, doc, "models", _API_FIELDS, " of prices"):
         inp = _price(e.get("input"), f"{where}.input")
         outp = _price(e.get("output"), f"{where}.output")
         assert inp is not None and outp is not None
@@ -176,11 +193,10 @@ def _ours(path: Path, doc: Any) -> dict[str, ApiPrice]:
         write = _price(e.get("cache_write"), f"{where}.cache_write", required=False)
         mult = _price(e.get("batch_multiplier", 1), f"{where}.batch_multiplier")
         assert mult is not None
-        if "as_of" not in e or not e.get("source"):
-            raise CatalogError(f"{where}: every entry needs as_of (a date) and source")
+        as_of, source = _provenance(e, where)
         provider = str(e.get("provider") or "unknown")
-        out[str(name)] = ApiPrice(
-            model=str(name),
+        out[name] = ApiPrice(
+            model=name,
             provider=provider,
             input=inp,
             cached_input=cached if cached is not None else inp,
@@ -188,8 +204,8 @@ def _ours(path: Path, doc: Any) -> dict[str, ApiPrice]:
             output=outp,
             batch_input=inp * mult,
             batch_output=outp * mult,
-            as_of=_date(e["as_of"], f"{where}.as_of"),
-            source=str(e["source"]),
+            as_of=as_of,
+            source=source,
             usage=_usage_for(provider, e.get("usage"), where),
         )
     return out
@@ -274,37 +290,26 @@ def load_api_catalog(paths: list[Path]) -> ApiCatalog:
 def load_gpu_catalog(path: Path) -> dict[str, GpuInstance]:
     """The instance types of a GPU catalog (YAML: ``instances: {NAME: {...}}``)."""
     doc = _read(path, "GPU price catalog")
-    if not isinstance(doc, dict) or not isinstance(doc.get("instances"), dict):
-        raise CatalogError(f"{path}: expected a mapping with an 'instances' mapping")
     out = {}
-    for name, e in doc["instances"].items():
-        where = f"{path}: instances.{name}"
-        if not isinstance(e, dict):
-            raise CatalogError(f"{where}: expected a mapping")
-        unknown = sorted(set(e) - _GPU_FIELDS)
-        if unknown:
-            raise CatalogError(f"{where}: unknown field(s) {', '.join(unknown)}")
+    for name, where, e in _entries(path, doc, "instances", _GPU_FIELDS, ""):
         prices = e.get("usd_per_hour")
         if not isinstance(prices, dict) or "on_demand" not in prices:
             raise CatalogError(f"{where}.usd_per_hour: needs at least on_demand (USD per hour)")
-        from harness.cost.settings import PURCHASE_MODES
-
         bad = sorted(set(prices) - set(PURCHASE_MODES))
         if bad:
             raise CatalogError(f"{where}.usd_per_hour: unknown purchase mode(s) {', '.join(bad)}")
         gpus = e.get("gpus")
         if not isinstance(gpus, int) or isinstance(gpus, bool) or gpus < 1:
             raise CatalogError(f"{where}.gpus: expected an integer >= 1, got {gpus!r}")
-        if "as_of" not in e or not e.get("source"):
-            raise CatalogError(f"{where}: every entry needs as_of (a date) and source")
+        as_of, source = _provenance(e, where)
         usd = {k: _price(v, f"{where}.usd_per_hour.{k}") for k, v in prices.items()}
-        out[str(name)] = GpuInstance(
-            name=str(name),
+        out[name] = GpuInstance(
+            name=name,
             gpu=str(e.get("gpu") or "?"),
             gpus=gpus,
             usd_per_hour=usd,  # type: ignore[arg-type]
-            as_of=_date(e["as_of"], f"{where}.as_of"),
-            source=str(e["source"]),
+            as_of=as_of,
+            source=source,
         )
     return out
 

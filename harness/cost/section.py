@@ -278,6 +278,23 @@ def _month_dict(m: cm.SelfHostMonth) -> dict[str, Any]:
 
 def compute_cost(data: RunData, s: CostSettings, today: dt.date | None = None) -> dict[str, Any]:
     """The ``cost`` section of summary.json (see README "Cost model")."""
+    return _compute(data, s, today)[0]
+
+
+def run_cost(data: RunData) -> tuple[dict[str, Any], dict[str, ArmSpend]]:
+    """The run's own cost section (settings from its manifest and ``cost_overrides.yaml``)
+    and each costed API arm's :class:`ArmSpend`, computed once per loaded run: the report's
+    cost section and the canary judge's cost-per-task metric both read it. Raises
+    ConfigError for unusable settings or catalogs."""
+    key = ("cost_section",)
+    if key not in data.cache:
+        s = settings_from(data.manifest.get("config"), read_overrides(data.run_dir))
+        data.cache[key] = _compute(data, s, None)  # type: ignore[assignment]
+    return data.cache[key]  # type: ignore[return-value]
+
+
+def _compute(data: RunData, s: CostSettings, today: dt.date | None
+             ) -> tuple[dict[str, Any], dict[str, ArmSpend]]:  # fmt: skip
     today = today or dt.datetime.now(dt.UTC).date()
     api_cat, gpu_cat = catalogs(s)
     t, h = s.traffic, s.selfhost
@@ -434,7 +451,7 @@ def compute_cost(data: RunData, s: CostSettings, today: dt.date | None = None) -
         if arm not in out:
             out[arm] = {"role": block.get("role"),
                         "monthly_total_usd": block.get("monthly_total_usd")}  # fmt: skip
-    return out
+    return out, spends
 
 
 def _usd_text(x: Decimal) -> str:
@@ -631,7 +648,6 @@ def cost_section(data: RunData, summary: dict[str, Any]) -> dict[str, Any]:
     """Section compute: settings from the manifest (+ overrides); an unusable catalog or
     setting becomes ``{"error": ...}`` (the experiment checked them before traffic)."""
     try:
-        s = settings_from(data.manifest.get("config"), read_overrides(data.run_dir))
-        return compute_cost(data, s)
+        return run_cost(data)[0]
     except ConfigError as exc:
         return {"error": str(exc), "arms": {}, "notes": [f"No cost figures: {exc}"]}

@@ -150,32 +150,17 @@ def quality_samples(da: RunData, arm_a: str, db: RunData, arm_b: str
 
 
 def _arm_costs(data: RunData) -> dict[str, tuple[np.ndarray | None, float | None]]:
-    """Per arm: (USD of each logical request, or None; projected USD per call, or None)."""
-    from harness.config import ConfigError
-    from harness.cost.billing import policy_for
-    from harness.cost.measure import arm_spend, role_of
-    from harness.cost.section import (
-        catalogs,
-        compute_cost,
-        price_for,
-        read_overrides,
-        settings_from,
-    )
+    """Per arm: (USD of each logical request, or None; projected USD per call, or None),
+    from the run's cost computation (shared with the report's cost section)."""
+    from harness.cost.measure import role_of
+    from harness.cost.section import run_cost
 
-    s = settings_from(data.manifest.get("config"), read_overrides(Path(data.run_dir)))
-    section = compute_cost(data, s)
-    api, _ = catalogs(s)
+    section, spends = run_cost(data)
     out: dict[str, tuple[np.ndarray | None, float | None]] = {}
     for arm, block in (section.get("arms") or {}).items():
         kind = block.get("kind")
         if role_of(kind) == "api" and block.get("usd_per_call") is not None:
-            model = s.pricing.models.get(arm, (data.arm_info.get(arm) or {}).get("model") or "")
-            price = price_for(api, s, arm, kind, model)
-            if price is None:
-                raise ConfigError(f"cost: arm {arm!r} lost its price")
-            spend = arm_spend(data, arm, price, policy_for(s.pricing.billing, price.provider),
-                              batch=s.pricing.batch)  # fmt: skip
-            out[arm] = (np.asarray(spend.per_request_usd, np.float64), None)
+            out[arm] = (np.asarray(spends[arm].per_request_usd, np.float64), None)
         elif role_of(kind) == "selfhost" and block.get("monthly_total_usd") is not None:
             calls = block.get("monthly_calls") or 0
             if calls > 0:
