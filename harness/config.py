@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 from omegaconf import MISSING, DictConfig, OmegaConf
 
+from harness.canary.settings import CanaryConfig
 from harness.cost.settings import PricingConfig, SelfHostConfig, TrafficConfig
 from harness.judge.settings import JudgeConfig, check_judge
 from harness.quality.llm_judge import QualityConfig, check_quality
@@ -220,7 +221,11 @@ class Config:
     selfhost: SelfHostConfig = field(default_factory=SelfHostConfig)  # GPUs, fixed costs
     judge: JudgeConfig = field(default_factory=JudgeConfig)  # canary judge (harness/judge)
     quality: QualityConfig = field(default_factory=QualityConfig)  # LLM-as-judge (off)
+    canary: CanaryConfig = field(default_factory=CanaryConfig)  # month-long runs (off)
     run_id: str | None = None  # default: UTC timestamp + short random suffix
+    # continue an interrupted month-long run in place: its run id, or `latest` (the newest
+    # run of this experiment); the schedule continues from now, the gap is harness downtime
+    resume: str | None = None
     progress_interval_s: float = 5.0
 
 

@@ -38,6 +38,8 @@ DICTIONARY_COLUMNS = (
     "error_type",
     "tokens_source",
     "finish_reason",
+    "route",
+    "route_reason",
     "name",
     "labels",
 )

@@ -13,8 +13,9 @@ from typing import Any
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 4
-# 2: t_arrival; 3: will_retry; 4: streamed, forced_length, prompt_tokens_source
+SCHEMA_VERSION = 5
+# 2: t_arrival; 3: will_retry; 4: streamed, forced_length, prompt_tokens_source;
+# 5: response_model, system_fingerprint, route, route_reason, escalated
 # (readers fill nulls for older files)
 
 #: Closed set of error types (``error_type`` column). ``None`` when ``status == "ok"``.
@@ -99,6 +100,15 @@ REQUEST_SCHEMA = pa.schema(
         pa.field("finish_reason", pa.string()),
         pa.field("output_text", pa.string()),  # kept, sha256-hashed or None per config
         pa.field("reference_answer", pa.string()),  # eval workloads: the expected answer
+        # what the server said served it: the response's `model` string and its
+        # `system_fingerprint` (when returned), so a silent provider update is visible
+        pa.field("response_model", pa.string()),
+        pa.field("system_fingerprint", pa.string()),
+        # router (hybrid) arms: the underlying arm this attempt went to, why, and whether it is
+        # an escalation/failover after an earlier attempt of the same request (null elsewhere)
+        pa.field("route", pa.string()),
+        pa.field("route_reason", pa.string()),
+        pa.field("escalated", pa.bool_()),
     ],
     metadata={b"harness.schema_version": str(SCHEMA_VERSION).encode()},
 )
@@ -168,6 +178,11 @@ class RequestRecord:
     finish_reason: str | None = None
     output_text: str | None = None
     reference_answer: str | None = None
+    response_model: str | None = None
+    system_fingerprint: str | None = None
+    route: str | None = None
+    route_reason: str | None = None
+    escalated: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
