@@ -164,6 +164,7 @@ class LoadConfig:
     steps: list[list[float]] = field(default_factory=list)  # [[t_s, rate], ...]
     diurnal_period_s: float = 86400.0
     diurnal_min_frac: float = 0.3  # trough rate as a fraction of the peak
+    weekend_frac: float = 1.0  # diurnal: days 6-7 of each week at this share of a weekday
     pairing: str = "mirrored"  # mirrored | independent
     workers: int = 0  # 0: one local process; N: locust master + N local worker processes
     remote_workers: int = 0  # also wait for this many workers started on other machines

@@ -18,7 +18,10 @@ Shapes (``load.shape``):
   requests/s). Before the first step the multiplier is 1.
 - ``diurnal``: a day-like cosine, trough at t = 0 (midnight) and peak at half the period:
   ``m(t) = f + (1 - f) * (1 - cos(2 pi t / P)) / 2`` with ``f = diurnal_min_frac`` and
-  ``P = diurnal_period_s``; the mean multiplier is ``(1 + f) / 2``.
+  ``P = diurnal_period_s``; the mean multiplier is ``(1 + f) / 2``. With
+  ``weekend_frac != 1`` a week is laid over it (``weekly``): the last two days of every
+  seven-day week (the experiment starts on a Monday at midnight) carry ``weekend_frac`` times the
+  weekday rate; ``diurnal_period_s`` must then divide the week.
 """
 
 from __future__ import annotations
@@ -168,6 +171,54 @@ class DiurnalShape(RateShape):
         return q * self.period_s + t
 
 
+class WeeklyShape(RateShape):
+    """A day shape times a weekly pattern: day ``k`` of each week (``day_s`` long) has weight
+    ``weights[k]`` (> 0). The inner shape must repeat within a week (its period divides it), so
+    ``M`` is periodic-plus-linear over the week and the inverse is solved within one day."""
+
+    def __init__(self, inner: RateShape, day_s: float, weights: list[float]) -> None:
+        self.inner = inner
+        self.day_s = float(day_s)
+        self.w = np.asarray(weights, dtype=float)
+        self.week_s = self.day_s * len(self.w)
+        edges = np.arange(len(self.w) + 1) * self.day_s
+        self._d_edges = inner.cumulative(edges)  # inner M at each day start of week 0
+        per_day = np.diff(self._d_edges) * self.w
+        self._cum = np.concatenate([[0.0], np.cumsum(per_day)])  # M at each day start
+        self._per_week = float(self._cum[-1])
+        self._inner_week = float(self._d_edges[-1] - self._d_edges[0])
+
+    def _day(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        q = np.floor(t / self.week_s)
+        r = t - q * self.week_s
+        k = np.clip((r // self.day_s).astype(int), 0, len(self.w) - 1)
+        return q, r, k
+
+    def multiplier(self, t: np.ndarray) -> np.ndarray:
+        t = np.asarray(t, dtype=float)
+        _, _, k = self._day(t)
+        return self.inner.multiplier(t) * self.w[k]
+
+    def cumulative(self, t: np.ndarray) -> np.ndarray:
+        t = np.asarray(t, dtype=float)
+        q, r, k = self._day(t)
+        within = self.inner.cumulative(r) - self._d_edges[k]
+        return q * self._per_week + self._cum[k] + self.w[k] * within
+
+    def inverse(self, u: np.ndarray) -> np.ndarray:
+        u = np.asarray(u, dtype=float)
+        q = np.floor(u / self._per_week)
+        r = u - q * self._per_week
+        k = np.clip(np.searchsorted(self._cum, r, side="right") - 1, 0, len(self.w) - 1)
+        target = self._d_edges[k] + (r - self._cum[k]) / self.w[k]
+        t = self.inner.inverse(target)
+        return q * self.week_s + np.clip(t, k * self.day_s, (k + 1) * self.day_s)
+
+
+WEEK_DAYS = 7
+DAY_S = 86400.0
+
+
 def _flat(load: LoadConfig, run_s: float) -> RateShape:
     return FlatShape()
 
@@ -216,7 +267,20 @@ def _diurnal(load: LoadConfig, run_s: float) -> RateShape:
         raise ConfigError(
             f"load.diurnal_min_frac: expected a fraction in [0, 1], got {load.diurnal_min_frac!r}"
         )
-    return DiurnalShape(load.diurnal_period_s, load.diurnal_min_frac)
+    day = DiurnalShape(load.diurnal_period_s, load.diurnal_min_frac)
+    frac = load.weekend_frac
+    if frac == 1.0:
+        return day
+    if not (math.isfinite(frac) and frac > 0):
+        raise ConfigError(f"load.weekend_frac: expected a number > 0, got {frac!r}")
+    week_s = WEEK_DAYS * DAY_S
+    periods = week_s / load.diurnal_period_s
+    if abs(periods - round(periods)) > 1e-9:
+        raise ConfigError(
+            f"load.diurnal_period_s: {load.diurnal_period_s:g} s does not divide the week "
+            f"({week_s:g} s), needed with load.weekend_frac={frac:g}"
+        )
+    return WeeklyShape(day, DAY_S, [1.0] * 5 + [frac] * 2)
 
 
 SHAPES: dict[str, Callable[[LoadConfig, float], RateShape]] = {

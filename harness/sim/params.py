@@ -48,6 +48,11 @@ class CommonParams:
     reference_answers: bool = True
     eval_files: list[str] = field(default_factory=lambda: ["workloads/eval/*.jsonl"])
     accuracy: float = 0.9
+    # Per-category accuracy (eval item ``category`` -> share right) overriding ``accuracy`` for
+    # that category's items, with the same fixed draw per (seed, item): lowering a category's
+    # accuracy only flips its items to wrong. A change replaces the whole mapping; a category
+    # no loaded eval item has is refused (see harness/sim/server.py).
+    category_accuracy: dict[str, float] = field(default_factory=dict)
     # Share of an item's right/wrong latent that is the item's own hardness, the same on every
     # server and seed (and its `difficulty` when the eval file gives one): errors then
     # correlate across arms. 0: independent draws per server. See harness/sim/answers.py.
@@ -70,6 +75,13 @@ class CommonParams:
     # "usage" key in a non-streaming body), like a proxy that strips it; clients then count
     # tokens themselves (the vllm profile's POST /tokenize still counts prompts).
     send_usage: bool = True
+    # What the responses say served them: ``response_model`` replaces the requested model name
+    # in the ``model`` field of every chunk and body (a provider's dated snapshot behind an
+    # alias, e.g. "sim-cloud-mini-2026-01"); ``system_fingerprint`` ("fp_...") is sent in
+    # every chunk and body as OpenAI sends it. None: the requested model, no fingerprint.
+    # A change applies to requests accepted afterwards.
+    response_model: str | None = None
+    system_fingerprint: str | None = None
 
 
 @dataclass
@@ -145,6 +157,14 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
                 return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(name, value, inner[0])
+    if origin is dict:
+        key_tp, val_tp = typing.get_args(tp)
+        if not isinstance(value, dict):
+            raise ParamError(f"parameter {name!r}: expected a mapping, got {value!r}")
+        return {
+            _coerce(f"{name}.{k}", k, key_tp): _coerce(f"{name}.{k}", v, val_tp)
+            for k, v in value.items()
+        }
     if origin is list:
         (item_tp,) = typing.get_args(tp)
         if isinstance(value, str):
@@ -229,6 +249,11 @@ def _check(params: CommonParams) -> None:
             raise ParamError(f"parameter {f.name!r}: expected a finite number, got {v!r}")
         if isinstance(v, float) and v < 0 and f.name not in _RATES:
             raise ParamError(f"parameter {f.name!r}: expected a value >= 0, got {v!r}")
+    for cat, v in params.category_accuracy.items():
+        if not 0.0 <= v <= 1.0:
+            raise ParamError(
+                f"parameter 'category_accuracy': {cat!r}: expected a share in [0, 1], got {v!r}"
+            )
     for status in params.error_statuses:
         if not 500 <= status <= 599:
             raise ParamError(f"parameter 'error_statuses': {status} is not a 5xx status")
@@ -250,6 +275,16 @@ def _check(params: CommonParams) -> None:
                 f"parameter 'max_model_len': {params.max_model_len} exceeds the KV cache "
                 f"({params.kv_cache_tokens} kv_cache_tokens); one full-length request must fit"
             )
+
+
+def is_numeric_param(profile: str, name: str) -> bool:
+    """Whether ``name`` is a number (int or float, optionally None) on ``profile``: the
+    parameters a scenario ramp may interpolate."""
+    tp = typing.get_type_hints(PARAM_CLASSES[profile]).get(name)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        tp = inner[0] if len(inner) == 1 else None
+    return tp in (int, float)
 
 
 def validate_updates(profile: str, updates: dict[str, Any], *, running: bool = False) -> dict:

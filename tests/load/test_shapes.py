@@ -13,7 +13,14 @@ from scipy import stats
 
 from harness.config import ConfigError, LoadConfig
 from harness.load.arrivals import build_schedule
-from harness.load.shapes import DiurnalShape, FlatShape, RampShape, StepsShape, build_shape
+from harness.load.shapes import (
+    DiurnalShape,
+    FlatShape,
+    RampShape,
+    StepsShape,
+    WeeklyShape,
+    build_shape,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,13 +32,14 @@ SHAPES = {
     "steps_late": StepsShape([30.0], [4.0]),
     "diurnal": DiurnalShape(86400.0, 0.3),
     "diurnal_zero": DiurnalShape(40.0, 0.0),
+    "weekly": WeeklyShape(DiurnalShape(86400.0, 0.3), 86400.0, [1.0] * 5 + [0.4] * 2),
 }
 
 
 @pytest.mark.parametrize("name", SHAPES)
 def test_cumulative_is_integral_of_multiplier(name):
     shape = SHAPES[name]
-    t = np.linspace(0.0, 200.0 if "diurnal" != name else 2e5, 20001)
+    t = np.linspace(0.0, {"diurnal": 2e5, "weekly": 1.3e6}.get(name, 200.0), 20001)
     m = shape.multiplier(t)
     trapezoid = np.concatenate([[0.0], np.cumsum((m[1:] + m[:-1]) / 2 * np.diff(t))])
     scale = max(1.0, float(shape.cumulative(t[-1])))
@@ -140,6 +148,28 @@ def test_diurnal_follows_the_cosine_and_time_scale_compresses_it():
     assert abs(len(t) - 200 * 240 * 0.6) < 4 * math.sqrt(200 * 240 * 0.6)
 
 
+def test_weekly_weekends_carry_their_share_of_the_weekday_rate():
+    # two weeks at 8640x: a day in 10 wall seconds; weekend days at 0.4 of a weekday
+    load = LoadConfig(
+        arrival="poisson",
+        rate=40.0,
+        duration_s=140.0,
+        shape="diurnal",
+        diurnal_period_s=86400.0,
+        diurnal_min_frac=0.3,
+        weekend_frac=0.4,
+        time_scale=8640.0,
+    )
+    t = offsets(load)
+    per_day = np.bincount((t // 10.0).astype(int), minlength=14)[:14]
+    weekday = per_day[[0, 1, 2, 3, 4, 7, 8, 9, 10, 11]].mean()
+    weekend = per_day[[5, 6, 12, 13]].mean()
+    assert weekday == pytest.approx(40 * 10 * 0.65, rel=0.08)  # mean diurnal multiplier 0.65
+    assert weekend / weekday == pytest.approx(0.4, abs=0.06)
+    edges = np.linspace(0, 140, 57)
+    assert chi2_p(windows(t, edges), expected_per_window(load, edges)) > 0.001
+
+
 @pytest.mark.parametrize("shape", ["ramp", "diurnal", "steps"])
 def test_shaped_poisson_is_still_poisson(shape):
     # time-rescaling theorem: Lambda(t_i) - Lambda(t_{i-1}) are i.i.d. Exp(1)
@@ -185,6 +215,8 @@ def test_shaped_gamma_keeps_its_burstiness_in_operational_time():
         (dict(shape="ramp", duration_s=math.inf, max_requests=10), "ramp"),
         (dict(shape="diurnal", diurnal_period_s=0.0), "load.diurnal_period_s"),
         (dict(shape="diurnal", diurnal_min_frac=1.5), "load.diurnal_min_frac"),
+        (dict(shape="diurnal", weekend_frac=0.0), "load.weekend_frac"),
+        (dict(shape="diurnal", weekend_frac=0.5, diurnal_period_s=50000.0), "divide the week"),
     ],
 )
 def test_bad_shape_settings(kw, key):
