@@ -19,7 +19,9 @@ USAGE = """usage: harness <command> [args]
 
 commands:
   experiment [HYDRA OVERRIDES]   run an experiment (default: experiment=smoke); -m for sweeps
-  report RUN_DIR                 (re)write summary.json, plots/, report.html, memo.md
+  report RUN_DIR [--day N]       (re)write summary.json, plots/, report.html, memo.md;
+                                 --day N: experiment-clock day N's own report, from its rows
+                                 only, in RUN_DIR/days/NNN/ (also while the run is going)
   compare RUN_A RUN_B [-o DIR]   compare two runs side by side
   cost RUN_DIR|SWEEP_DIR [KEY=VALUE ...]
                                  recompute the cost section with other prices, traffic or
@@ -31,6 +33,9 @@ commands:
   judge RUN_DIR [--baseline-run OTHER_RUN]
                                  canary verdict (GO / NO_GO / INCONCLUSIVE) of the candidate
                                  arm vs the baseline arm, or vs OTHER_RUN; rewrites the report
+  whatif RUN_DIR [policy=FILE.yaml] [policy.KEY=VALUE ...] [--grid policy.KEY=V1,V2 ...]
+                                 replay routing policies over a mirrored run: cost, latency,
+                                 quality, APGR; the cheapest policy the judge passes
   sim --profile vllm|cloud ...   run the embedded simulator (see `harness sim --help`)
   worker --master-host H --master-port P   a load worker for distributed runs
 """
@@ -116,14 +121,17 @@ def _experiment_task(cfg: Any) -> None:
     print(f"\nrun directory: {run_dir}")
 
 
-def _report(run_dir: Path) -> dict[str, Any] | None:
+def _report(run_dir: Path, day: int | None = None) -> dict[str, Any] | None:
     from harness.report import build_report
+    from harness.report.build import day_dir
 
-    print(f"writing report for {run_dir} ...", flush=True)
-    summary = build_report(Path(run_dir))
+    what = "" if day is None else f" (experiment-clock day {day})"
+    print(f"writing report for {run_dir}{what} ...", flush=True)
+    summary = build_report(Path(run_dir), day=day)
+    out = Path(run_dir) if day is None else day_dir(run_dir, day)
     print_summary(summary)
-    print(f"report: {Path(run_dir) / 'report.html'}")
-    print(f"memo:   {Path(run_dir) / 'memo.md'}")
+    print(f"report: {out / 'report.html'}")
+    print(f"memo:   {out / 'memo.md'}")
     return summary
 
 
@@ -167,12 +175,24 @@ def cmd_experiment(argv: list[str]) -> int:
 def cmd_report(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="harness report", description="write a run's report")
     ap.add_argument("run_dir", type=Path)
+    ap.add_argument("--day", default=None, metavar="N",
+                    help="one experiment-clock day's report (0-based), in RUN_DIR/days/NNN/")  # fmt: skip
     args = ap.parse_args(argv)
     run_dir = args.run_dir.resolve()
     if not (run_dir / "manifest.json").is_file():
         print(f"error: {run_dir} is not a run directory (no manifest.json)", file=sys.stderr)
         return 2
-    _report(run_dir)
+    day = None
+    if args.day is not None:
+        try:
+            day = int(args.day)
+        except ValueError:
+            day = -1
+        if day < 0:
+            print(f"error: --day {args.day!r}: expected an experiment-clock day, 0, 1, 2, ...",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    _report(run_dir, day)
     return 0
 
 
@@ -195,6 +215,13 @@ def cmd_judge(argv: list[str]) -> int:
     from harness.judge.cli import run_judge
 
     return run_judge(argv)
+
+
+def cmd_whatif(argv: list[str]) -> int:
+    """``harness whatif RUN_DIR policy=...``: see :func:`harness.routing.whatif.run_whatif`."""
+    from harness.routing.whatif import run_whatif
+
+    return run_whatif(argv)
 
 
 def cmd_compare(argv: list[str]) -> int:
@@ -261,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_score(rest)
         if cmd == "judge":
             return cmd_judge(rest)
+        if cmd == "whatif":
+            return cmd_whatif(rest)
         if cmd == "sweep-report":
             return cmd_sweep_report(rest)
         if cmd == "worker":

@@ -34,7 +34,8 @@ from harness.cost.settings import PricingConfig, SelfHostConfig, TrafficConfig
 from harness.judge.settings import JudgeConfig, check_judge
 from harness.quality.llm_judge import QualityConfig, check_quality
 
-TARGET_KINDS = ("sim_vllm", "sim_cloud", "openai", "vllm")
+#: ``router``: a hybrid arm routing each request to one of two other arms (harness/routing)
+TARGET_KINDS = ("sim_vllm", "sim_cloud", "openai", "vllm", "router")
 CLIENTS = ("auto", "lean", "sdk")
 OUTPUT_TEXT_MODES = ("keep", "hash", "drop")
 
@@ -112,6 +113,10 @@ class TargetConfig:
     preflight: bool = True
     sim: SimConfig = field(default_factory=SimConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
+    # kind router: the routing policy, a mapping of harness.routing.settings.PolicyConfig
+    # fields; ``small`` / ``large`` name two other (non-router) arms of the experiment, whose
+    # endpoints, timeouts and retries the router's attempts use
+    router: dict[str, Any] | None = None
 
 
 @dataclass
@@ -290,6 +295,18 @@ def resolve_arm(name: str, arm: Any, configs_dir: Path | None = None) -> TargetC
 def validate_target(name: str, t: TargetConfig) -> None:
     if t.kind not in TARGET_KINDS:
         raise ConfigError(f"arms.{name}.kind: {t.kind!r} is not one of {', '.join(TARGET_KINDS)}")
+    if t.kind == "router":
+        if t.router is None:
+            raise ConfigError(
+                f"arms.{name}.router: required for a router arm, e.g. "
+                "{small: selfhosted, large: cloud}"
+            )
+        from harness.routing.settings import policy_from_config
+
+        policy_from_config(t.router, f"arms.{name}.router")
+        return  # a router has no endpoint of its own: its arms' settings apply
+    if t.router is not None:
+        raise ConfigError(f"arms.{name}.router: only for kind router, not {t.kind!r}")
     if t.client not in CLIENTS:
         raise ConfigError(f"arms.{name}.client: {t.client!r} is not one of {', '.join(CLIENTS)}")
     if t.api not in ("chat", "completions"):
@@ -328,6 +345,46 @@ def validate_target(name: str, t: TargetConfig) -> None:
                 "https:// URL "
                 "with a host (e.g. http://gpu-box:8000/v1)"
             )
+
+
+#: Target kinds of each role a router's ``small`` / ``large`` default to (one arm of the role).
+_SELFHOST_KINDS, _API_KINDS = ("vllm", "sim_vllm"), ("openai", "sim_cloud")
+
+
+def check_router_arms(arms: dict[str, TargetConfig]) -> None:
+    """Each router arm's ``small`` / ``large`` name two different non-router arms; unset, they
+    default to the only self-hosted / API arm. Fills them in (the load processes and the
+    manifest see the arms used). Raises a one-line ConfigError naming the key."""
+    plain = [n for n, t in arms.items() if t.kind != "router"]
+    for name, t in arms.items():
+        if t.kind != "router":
+            continue
+        router = dict(t.router or {})
+        for key, kinds, role in (("small", _SELFHOST_KINDS, "self-hosted"),
+                                 ("large", _API_KINDS, "API")):  # fmt: skip
+            where = f"arms.{name}.router.{key}"
+            v = router.get(key)
+            if v is None:
+                cands = [n for n in plain if arms[n].kind in kinds]
+                if len(cands) != 1:
+                    raise ConfigError(
+                        f"{where}: not set, and the experiment has {len(cands)} {role} arms "
+                        f"({', '.join(cands) or 'none'}): name one of {', '.join(plain) or '-'}"
+                    )
+                v = cands[0]
+            elif v == name or (v in arms and arms[v].kind == "router"):
+                raise ConfigError(f"{where}: {v!r} is a router arm; name a plain arm "
+                                  f"({', '.join(plain) or 'none'})")  # fmt: skip
+            elif v not in arms:
+                raise ConfigError(f"{where}: {v!r} is not an arm of the experiment "
+                                  f"(arms: {', '.join(plain) or 'none'})")  # fmt: skip
+            router[key] = v
+        if router["small"] == router["large"]:
+            raise ConfigError(
+                f"arms.{name}.router.large: {router['large']!r} is the small arm too; "
+                "a router needs two different arms"
+            )
+        t.router = router
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...]) -> None:
@@ -617,6 +674,7 @@ def validate_config(cfg: Any, root: Path | None = None) -> Config:
     costs = CostSettings(typed.pricing, typed.traffic, typed.selfhost)
     check_settings(costs)
     targets = {str(n): resolve_arm(str(n), a) for n, a in typed.arms.items()}
+    check_router_arms(targets)
     check_for_arms(costs, {n: (t.kind, t.model) for n, t in targets.items()})
     check_judge(typed.judge, "judge", list(targets))
     check_quality(typed.quality, "quality")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from harness.analysis.stats import BootstrapSettings, ClusteredSample
+from harness.canary.clock import ExperimentClock, clock_from_manifest
 from harness.config import AnalysisConfig, SLOConfig
 from harness.record.reader import ReaderError, iter_request_parts, read_metrics
 
@@ -59,8 +61,10 @@ _FLOAT_COLUMNS = (
     "requested_max_tokens",
     "cached_tokens",
 )
-#: Categorical columns the run checks read (:mod:`harness.analysis.checks`): RunData.labels.
-_LABEL_COLUMNS = ("client", "tokens_source", "prompt_tokens_source")
+#: Categorical columns the run checks read (:mod:`harness.analysis.checks`) and ``route`` (a
+#: router arm's underlying arm per attempt, which prices it: :mod:`harness.cost`):
+#: RunData.labels.
+_LABEL_COLUMNS = ("client", "tokens_source", "prompt_tokens_source", "route")
 #: Boolean columns the run checks read: RunData.flags (null = unknown, e.g. an older file).
 _FLAG_COLUMNS = ("forced_length", "streamed")
 _TIME_COLUMNS = ("t_scheduled", "t_sent", "t_first_token", "t_end", "t_arrival")
@@ -231,6 +235,14 @@ class RunData:
     #: -1 unknown (null: a file older than the column, or a row that never got the value)
     flags: dict[str, np.ndarray] = field(default_factory=dict)
     cache: dict[Any, np.ndarray] = field(default_factory=dict, repr=False)
+    #: int32 experiment-clock day of each row (from ``t_virtual``, else ``t_scheduled``;
+    #: -1 unknown); None when the run has no experiment clock (manifest ``clock``/``t0_ns``)
+    day: np.ndarray | None = None
+    #: the run's experiment clock (:func:`harness.canary.clock.clock_from_manifest`)
+    clock: ExperimentClock | None = None
+    #: ``load_run(days=...)``: only rows of these experiment-clock days were loaded (a day's
+    #: report); None: every day
+    days: tuple[int, ...] | None = None
 
     @property
     def n_rows(self) -> int:
@@ -251,14 +263,22 @@ class RunData:
         v = self.flags.get(column)
         return v if v is not None else np.full(self.n_rows, -1, np.int8)
 
+    def request_parts(self, columns: tuple[str, ...] | list[str]) -> Iterator[pa.Table]:
+        """The request part files' ``columns``, part by part, holding exactly the rows of this
+        RunData in its order (same phases and, for a day's view, the same days): a pass over
+        columns RunData does not keep (output text, fingerprints) aligned with its rows
+        (empty parts included; skip them as :func:`load_run` does)."""
+        day_filter = (self.clock, self.days) if self.days is not None else None
+        phases = tuple(self.analysis.include_phases)
+        return _request_parts(self.run_dir, columns, phases, day_filter)
+
     def request_ids_at(self, rows: np.ndarray | list[int]) -> list[str | None]:
         """``request_id`` of the given rows (positions in load order), read back from the part
         files (one pass over that column): for naming a few rows in a caveat."""
         want = np.unique(np.asarray(rows, np.int64))
         found: dict[int, str | None] = {}
         offset = 0
-        phases = tuple(self.analysis.include_phases)
-        parts = iter_request_parts(self.run_dir, ("request_id",), phases) if want.size else ()
+        parts = self.request_parts(("request_id",)) if want.size else ()
         for part in parts:
             n = part.num_rows
             col = part.column("request_id")
@@ -458,13 +478,81 @@ def _first_time(t: pa.Table) -> int | None:
     return None
 
 
+def _row_days(part: pa.Table, clock: ExperimentClock | None) -> np.ndarray | None:
+    """Experiment-clock day of each row of ``part`` (which has ``t_virtual`` and
+    ``t_scheduled``): from ``t_virtual``, else ``t_scheduled`` (older files); -1 when neither
+    is set; None without a clock."""
+    if clock is None:
+        return None
+    tv = pc.coalesce(part.column("t_virtual").cast(pa.int64()),
+                     part.column("t_scheduled").cast(pa.int64()))  # fmt: skip
+    valid = pc.is_valid(tv).to_numpy(zero_copy_only=False)
+    ns = pc.fill_null(tv, clock.origin_ns).to_numpy(zero_copy_only=False)
+    return np.where(valid, clock.days_of(ns), -1).astype(np.int32)
+
+
+def _day_parts(
+    run_dir: Path,
+    columns: tuple[str, ...] | list[str],
+    phases: tuple[str, ...],
+    day_filter: tuple[ExperimentClock | None, tuple[int, ...]] | None,
+    clock: ExperimentClock | None = None,
+) -> Iterator[tuple[pa.Table, np.ndarray | None]]:
+    """``(part, days of its rows)`` for each request part file, ``columns`` only, restricted
+    to the experiment-clock days of ``day_filter`` (``(clock, days)``; None: every row).
+
+    Day-partitioned runs (``requests/day=DDD/``) are pruned by the reader when it supports
+    ``days=``; rows are always also filtered on ``t_virtual`` (so flat runs work). Without a
+    clock no row has a known day, so a day filter keeps none. ``clock`` (or the filter's)
+    gives the days yielded (None without one)."""
+    import inspect
+
+    cols = list(columns)
+    if day_filter is not None:
+        clock = day_filter[0]
+    if day_filter is None and clock is None:
+        for part in iter_request_parts(run_dir, cols, phases):
+            yield part, None
+        return
+    extra = [c for c in ("t_virtual", "t_scheduled") if c not in cols]
+    kwargs: dict[str, Any] = {}
+    if day_filter is not None and "days" in inspect.signature(iter_request_parts).parameters:
+        kwargs["days"] = list(day_filter[1])
+    for part in iter_request_parts(run_dir, [*cols, *extra], phases, **kwargs):
+        days = _row_days(part, clock)
+        if day_filter is not None:
+            keep = np.isin(days, list(day_filter[1])) if days is not None else None
+            if keep is None or not keep.all():
+                keep = keep if keep is not None else np.zeros(part.num_rows, bool)
+                part = part.filter(pa.array(keep))
+                days = days[keep] if days is not None else None
+        yield (part.drop_columns(extra) if extra else part), days
+
+
+def _request_parts(
+    run_dir: Path,
+    columns: tuple[str, ...] | list[str],
+    phases: tuple[str, ...],
+    day_filter: tuple[ExperimentClock | None, tuple[int, ...]] | None = None,
+) -> Iterator[pa.Table]:
+    """The parts of :func:`_day_parts` without their days."""
+    for part, _ in _day_parts(run_dir, columns, phases, day_filter):
+        yield part
+
+
 def load_run(
     run_dir: Path,
     analysis: AnalysisConfig | None = None,
     *,
     itl_max_n: int = ITL_MAX_N,
+    days: list[int] | tuple[int, ...] | set[int] | None = None,
 ) -> RunData:
-    """Read a run directory into :class:`RunData` (the manifest is optional but recommended)."""
+    """Read a run directory into :class:`RunData` (the manifest is optional but recommended).
+
+    ``days``: keep only the rows whose experiment-clock day
+    (:meth:`~harness.canary.clock.ExperimentClock.days_of` of ``t_virtual``, clock from the
+    manifest) is in it, in every pass (a day's report: ``harness report RUN_DIR --day N``);
+    None keeps every row."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise RunDataError(f"{run_dir}: not a directory (expected a run directory)")
@@ -475,6 +563,10 @@ def load_run(
         cfg = analysis_from_manifest(manifest, str(run_dir / "manifest.json"))
     phases = tuple(cfg.include_phases)
     notes: list[str] = []
+    clock = clock_from_manifest(manifest)
+    day_sel = tuple(sorted({int(d) for d in days})) if days is not None else None
+    day_filter = (clock, day_sel) if day_sel is not None else None
+    day_pieces: list[np.ndarray] = []
 
     arm_index: dict[str | None, int] = {}
     for name in manifest.get("arms") or {}:
@@ -486,9 +578,11 @@ def load_run(
     rid_chunks: list[pa.Array] = []
     pid_chunks: list[pa.Array] = []
     ref: int | None = None
-    for part in iter_request_parts(run_dir, _MAIN_COLUMNS, phases):
+    for part, part_days in _day_parts(run_dir, _MAIN_COLUMNS, phases, day_filter, clock):
         if part.num_rows == 0:
             continue
+        if part_days is not None:
+            day_pieces.append(part_days)
         if ref is None:
             ref = _first_time(part) or 0
         pieces["arm"].append(_codes(part.column("arm"), arm_index))
@@ -564,8 +658,9 @@ def load_run(
     arm_lookup = {a: i for i, a in enumerate(arms)}
     slice_lookup = {s: i for i, s in enumerate(slices)}
     itl, clusters = _pool_itl(
-        run_dir, phases, arm_lookup, slice_lookup, itl_max_n, int(cfg.seed), rejected, notes
-    )
+        run_dir, phases, arm_lookup, slice_lookup, itl_max_n, int(cfg.seed), rejected, notes,
+        day_filter=day_filter,
+    )  # fmt: skip
     for (a, s), smp in itl.items():
         if s is None and not smp.exact:
             notes.append(
@@ -607,11 +702,16 @@ def load_run(
         itl=itl,
         itl_clusters=clusters,
         metrics=_read_metrics_safe(run_dir, notes),
-        samples=_sample_texts(run_dir, phases, arms),
+        samples=_sample_texts(run_dir, phases, arms, day_filter),
         notes=notes,
         rejected=rejected,
         labels=labels,
         flags=flags,
+        day=(np.concatenate(day_pieces) if day_pieces else np.empty(0, np.int32))
+        if clock is not None
+        else None,
+        clock=clock,
+        days=day_sel,
     )
     if not manifest:
         data.notes.append(f"{run_dir / 'manifest.json'} is missing: defaults were used.")
@@ -740,6 +840,7 @@ def _pool_itl(
     rejected: np.ndarray | None = None,
     notes: list[str] | None = None,
     cluster_cap: int = ITL_CLUSTER_MAX_GAPS,
+    day_filter: tuple[ExperimentClock | None, tuple[int, ...]] | None = None,
 ) -> tuple[dict[tuple[int, int | None], PooledSample], dict[tuple[int, int | None], ClusterSample]]:
     """Pool ``itl_s`` gaps of ok rows per (arm, slice) and per arm, in one streaming pass;
     also keep a bounded uniform sample of whole requests (their gap lists) per key.
@@ -752,7 +853,7 @@ def _pool_itl(
     clusters: dict[tuple[int, int | None], ClusterSample] = {}
     cols = ("arm", "slice", "status", "itl_s")
     offset = bad_rows = 0
-    for part in iter_request_parts(run_dir, cols, phases):
+    for part in _request_parts(run_dir, cols, phases, day_filter):
         n = part.num_rows
         if n == 0:
             continue
@@ -811,7 +912,10 @@ def _read_metrics_safe(run_dir: Path, notes: list[str]) -> pa.Table | None:
 
 
 def _sample_texts(
-    run_dir: Path, phases: tuple[str, ...], arms: list[str]
+    run_dir: Path,
+    phases: tuple[str, ...],
+    arms: list[str],
+    day_filter: tuple[ExperimentClock | None, tuple[int, ...]] | None = None,
 ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """A few outputs and error messages per arm (the first ones found; bounded scan)."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = {
@@ -819,7 +923,7 @@ def _sample_texts(
     }
     cols = ("arm", "status", "request_id", "error_type", "error_message", "output_text")
     scanned = 0
-    for part in iter_request_parts(run_dir, cols, phases):
+    for part in _request_parts(run_dir, cols, phases, day_filter):
         arm_col = pc.fill_null(part.column("arm").cast(pa.string()), "(unknown)")
         ok = _ok(part)
         has_text = pc.is_valid(part.column("output_text"))

@@ -11,6 +11,9 @@ out (an artefact of stopping the run, not traffic). Per arm:
 - ``usd_final_mean`` / ``usd_retry_mean``: mean cost of a final / of a retried attempt (when
   nothing was retried, a retry is priced as the policy bills a 5xx before any output);
 - tokens per call: mean prompt, cached and output tokens of the successful final attempts.
+
+A router (hybrid) arm's attempts went to other arms' targets (``route``): each is priced with
+the arm it went to (:func:`arm_spend` with ``route``), per call over all the router's requests.
 """
 
 from __future__ import annotations
@@ -117,11 +120,21 @@ def arm_usage(data: RunData, arm: str) -> ArmUsage:
 
 
 def arm_spend(
-    data: RunData, arm: str, price: ApiPrice, policy: BillingPolicy, *, batch: bool = False
+    data: RunData,
+    arm: str,
+    price: ApiPrice,
+    policy: BillingPolicy,
+    *,
+    batch: bool = False,
+    route: str | None = None,
 ) -> ArmSpend:
-    """Price every attempt of ``arm`` (see module docstring)."""
+    """Price every attempt of ``arm`` (see module docstring); with ``route``, only a router
+    arm's attempts sent to that underlying arm (the others cost nothing here), still per call
+    over all of ``arm``'s requests."""
     usage = arm_usage(data, arm)
     lr, keep_req, rows, _ = _selection(data, arm)
+    if route is not None:
+        rows = rows & data.label_rows("route", route)
     c = data.cols
     idx = np.flatnonzero(rows)
     names = [None, *data.error_types]  # error code -1 -> None
@@ -157,9 +170,8 @@ def arm_spend(
         else:
             retry_mean = bt.total(price, batch=batch, mask=fin) / n_fin
     per_row = bt.usd(price, batch=batch)
-    req_ids = lr.of_row[idx]
-    uniq, inv = np.unique(req_ids, return_inverse=True)
-    per_req = np.bincount(inv, weights=per_row, minlength=uniq.size)
+    # one entry per kept request, in request order (a request with no priced attempt: 0)
+    per_req = np.bincount(lr.of_row[idx], weights=per_row, minlength=lr.n)[keep_req]
     return ArmSpend(
         usage=usage,
         usd_total=total,

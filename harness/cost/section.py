@@ -22,6 +22,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from harness.analysis.data import RunData
+from harness.analysis.requests import CANCELLED, logical_requests
 from harness.config import ConfigError, omegaconf_error, project_root
 from harness.cost import model as cm
 from harness.cost.billing import check_policy, policy_for
@@ -321,6 +322,7 @@ def _compute(data: RunData, s: CostSettings, today: dt.date | None
     api_arm = self_arm = None
     spends: dict[str, ArmSpend] = {}
     self_inputs: dict[str, cm.SelfHostInputs] = {}
+    routers: list[tuple[str, dict[str, Any]]] = []
     for arm in data.arms:
         kind = data.arm_info.get(arm, {}).get("kind")
         role = role_of(kind)
@@ -333,6 +335,9 @@ def _compute(data: RunData, s: CostSettings, today: dt.date | None
             "cached_tokens_per_call": usage.cached_per_call,
             "output_tokens_per_call": usage.output_per_call,
         }  # fmt: skip
+        if kind == "router":  # priced by the arms it routed to: after the plain arms
+            routers.append((arm, block))
+            continue
         if role == "api":
             model = s.pricing.models.get(arm, data.arm_info.get(arm, {}).get("model") or "")
             price = price_for(api_cat, s, arm, kind, model)
@@ -423,6 +428,9 @@ def _compute(data: RunData, s: CostSettings, today: dt.date | None
             block["monthly_total_usd"] = None
         out["arms"][arm] = block
 
+    for arm, block in routers:
+        out["arms"][arm] = _router_cost(data, s, arm, block, api_cat, self_inputs, calls, profile,
+                                        notes, used, out)  # fmt: skip
     out["break_even"] = _break_even(out, calls, profile, spends, self_inputs, api_arm, self_arm,
                                     t.retry_rate)  # fmt: skip
     if api_arm and self_arm:
@@ -452,6 +460,81 @@ def _compute(data: RunData, s: CostSettings, today: dt.date | None
             out[arm] = {"role": block.get("role"),
                         "monthly_total_usd": block.get("monthly_total_usd")}  # fmt: skip
     return out, spends
+
+
+def _router_cost(data: RunData, s: CostSettings, arm: str, block: dict[str, Any],
+                 api_cat: dict[str, ApiPrice], self_inputs: dict[str, cm.SelfHostInputs],
+                 calls: Decimal, profile: tuple[Decimal, ...], notes: list[str],
+                 used: dict[str, dt.date], out: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    """A router (hybrid) arm's month: each attempt priced by the arm it went to (``route``).
+
+    ``usd_per_call`` = API cost of all its attempts sent to API arms / its requests;
+    ``selfhost_share`` = share of its requests with an attempt on the self-hosted arm, which
+    carries that share of the traffic at the self-hosted arm's measured capacity:
+    ``monthly = calls x usd_per_call + selfhost_month(calls x selfhost_share)`` (no
+    self-hosted cost at a share of 0)."""
+    block["role"] = "router"
+    info = data.arm_info.get(arm, {})
+    legs = [x for x in (info.get("small"), info.get("large")) if x]
+    names, codes = data.labels.get("route", ([], None))
+    legs += [x for x in names if x not in legs]
+    lr, code = logical_requests(data), data.arms.index(arm)
+    keep = (lr.arm == code) & (lr.outcome != CANCELLED)
+    n_req = int(keep.sum())
+    per_call, per_req = Decimal(0), np.zeros(n_req)
+    recorded = Decimal(0)
+    routes: dict[str, Any] = {}
+    self_leg, self_share = None, 0.0
+    for leg in legs:
+        linfo = data.arm_info.get(leg, {})
+        lkind = linfo.get("kind")
+        mask = data.label_rows("route", leg) & (data.arm == code)
+        hit = np.zeros(lr.n, bool)
+        hit[lr.of_row[mask]] = True
+        share = float((hit & keep).sum() / n_req) if n_req else 0.0
+        entry: dict[str, Any] = {"role": role_of(lkind), "kind": lkind, "attempts": int(mask.sum()),
+                                 "request_share": share}  # fmt: skip
+        if role_of(lkind) == "api":
+            model = s.pricing.models.get(leg, linfo.get("model") or "")
+            price = price_for(api_cat, s, leg, lkind, model)
+            if price is None:
+                notes.append(f"Arm {arm!r}: no catalog price for its route {leg!r} (model "
+                             f"{model!r}); those attempts are not costed.")  # fmt: skip
+                entry["usd_per_call"] = None
+            else:
+                used[f"api:{price.model}"] = price.as_of
+                out["inputs"]["catalog_entries"][f"api:{price.model}"] = price.describe()
+                sp = arm_spend(data, arm, price, policy_for(s.pricing.billing, price.provider),
+                               batch=s.pricing.batch, route=leg)  # fmt: skip
+                per_call += sp.usd_per_call
+                recorded += sp.usd_total
+                per_req = per_req + sp.per_request_usd
+                entry.update({"catalog_model": price.model, "recorded_usd": _money(sp.usd_total),
+                              "usd_per_call": _money(sp.usd_per_call)})  # fmt: skip
+        elif role_of(lkind) == "selfhost" and self_leg is None:
+            self_leg, self_share = leg, share
+        routes[leg] = entry
+    conf = data.analysis.confidence
+    lo, hi = (mean_ci(per_req, conf, data.analysis.bootstrap_resamples, data.analysis.seed)
+              if n_req else (None, None))  # fmt: skip
+    api_month = cm.api_month(calls, per_call)
+    block.update({"small": info.get("small"), "large": info.get("large"), "routes": routes,
+                  "recorded_usd": _money(recorded), "usd_per_call": _money(per_call),
+                  "usd_per_call_ci": [lo, hi], "selfhost_share": self_share,
+                  "api_monthly_usd": _money(api_month)})  # fmt: skip
+    if self_leg is None or self_share <= 0:
+        block["monthly_total_usd"] = _money(api_month)
+        return block
+    si = self_inputs.get(self_leg)
+    if si is None:
+        notes.append(f"Arm {arm!r}: its self-hosted route {self_leg!r} is not costed (see its "
+                     "note), so the router's month is not either.")  # fmt: skip
+        block["monthly_total_usd"] = None
+        return block
+    month = cm.selfhost_month(calls * cm.D(self_share), profile, si)
+    block.update({"selfhost_monthly_usd": _money(month.total_usd),
+                  "monthly_total_usd": _money(api_month + month.total_usd)})  # fmt: skip
+    return block
 
 
 def _usd_text(x: Decimal) -> str:

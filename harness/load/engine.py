@@ -27,6 +27,14 @@ the whole run, so each process enforces its share (:func:`harness.load.spec.proc
 arrivals this process began: an item index sent to one or more arms counts once for a
 mirrored run (open or closed) and once per arm's stream for an independent one;
 ``requests_by_arm`` counts the logical requests (first attempts) begun per arm.
+
+Clock and segments: offsets are measured from the experiment clock's origin (the first
+segment's ``t0``; :class:`~harness.canary.clock.ExperimentClock`), and ``t_virtual = origin +
+(t_scheduled - origin) * time_scale``. A resumed run (``spec.clock_origin_ns`` set) walks the
+same seeded schedule and skips every arrival whose time ``origin + offset`` is before this
+segment's ``t0``: the schedule continues from now, arrival indices (and so ``request_id`` and
+``pair_id``) continue after the last one of the earlier segments and never repeat, and the
+load still ends at ``origin + duration_s``.
 """
 
 from __future__ import annotations
@@ -35,7 +43,7 @@ import logging
 import random
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -44,8 +52,10 @@ import gevent
 import gevent.event
 import gevent.lock
 import gevent.pool
+import numpy as np
 
-from harness.load.arrivals import build_schedule, phase_of
+from harness.canary.clock import ExperimentClock
+from harness.load.arrivals import Schedule, build_schedule, phase_of
 from harness.load.spec import RunSpec, process_share
 from harness.record.schema import RequestRecord
 from harness.record.shipping import RowShipper
@@ -60,6 +70,39 @@ log = logging.getLogger(__name__)
 RecordListener = Callable[[RequestRecord], None]
 
 
+def first_index_at(schedule: Schedule, start_s: float) -> int:
+    """Index of the first arrival with ``offset >= start_s`` (the count of those before it)."""
+    before = 0
+    if start_s <= 0:
+        return 0
+    for block in schedule.blocks():
+        cut = int(np.searchsorted(block, start_s, side="left"))
+        before += cut
+        if cut < len(block):
+            break
+    return before
+
+
+def arrivals_from(
+    schedule: Schedule, worker_index: int, n_workers: int, start_s: float
+) -> Iterator[tuple[int, float]]:
+    """:meth:`Schedule.for_worker` without the arrivals whose offset is before ``start_s``.
+
+    Skipping is done block by block (``searchsorted``), so resuming late in a month-long
+    schedule (millions of past arrivals) costs milliseconds; indices stay the schedule's own.
+    """
+    if not 0 <= worker_index < n_workers:
+        raise ValueError(f"worker_index {worker_index} not in [0, {n_workers})")
+    base = 0
+    for block in schedule.blocks():
+        lo = int(np.searchsorted(block, start_s, side="left")) if start_s > 0 else 0
+        if lo < len(block):
+            first = lo + (worker_index - (base + lo)) % n_workers
+            idx = np.arange(base + first, base + len(block), n_workers)
+            yield from zip(idx.tolist(), block[first::n_workers].tolist(), strict=True)
+        base += len(block)
+
+
 class LoadEngine:
     def __init__(
         self,
@@ -69,6 +112,7 @@ class LoadEngine:
         n_workers: int = 1,
         on_record: RecordListener | None = None,
         writer: RequestWriter | RowShipper | None = None,
+        queue_depths: Any | None = None,
     ) -> None:
         self.spec = spec
         self.worker_index = worker_index
@@ -87,28 +131,23 @@ class LoadEngine:
                 flush_interval_s=spec.record.flush_interval_s,
                 flush_rows=spec.record.flush_rows,
                 auto_flush=False,  # the flusher greenlet writes parts in a real OS thread
+                partition_by_day=spec.partition_by_day,  # once set_t0 gives the day clock
             )
             warm_up_parquet()
         self._warm_up_tokenizers()
         self.arm_names = list(spec.arms)
-        self.clients = {
-            arm: make_arm_client(
-                arm,
-                # this process's share of the arm's connection slots (they hold run-wide)
-                replace(
-                    target,
-                    max_connections=process_share(
-                        target.max_connections, self.n_workers, worker_index
-                    ),
-                ),
-                run_id=spec.run_id,
-                experiment=spec.experiment,
-                output_text=spec.record.output_text,
-                seed=spec.seed,
-                worker=worker_index,
-            )
-            for arm, target in spec.arms.items()
-        }
+        # router arms: the small arms' queue depths, fed by the runner's /metrics scrapers
+        # (local run) or by this process's own (a locust worker gets no scraped rows)
+        self._signal_scrapers: list[Any] = []
+        self.queue_depths = queue_depths
+        if queue_depths is None and any(t.kind == "router" for t in spec.arms.values()):
+            from harness.routing.live import QueueDepths, signal_scrapers
+
+            self.queue_depths = QueueDepths()
+            self._signal_scrapers = signal_scrapers(spec.arms, spec.run_id, self.queue_depths)
+        self.clients = {arm: self._make_client(arm, target) for arm, target in spec.arms.items()}
+        for scraper in self._signal_scrapers:
+            scraper.start()
         cap = self.load.concurrency if self.load.mode == "open" else None
         # open loop with a cap: at most `concurrency` requests in flight per arm across all
         # processes (this one holds its share); arrivals over the cap wait (and that wait is
@@ -122,7 +161,9 @@ class LoadEngine:
         self.stop_event = gevent.event.Event()
         self.started = gevent.event.Event()
         self.done = gevent.event.Event()
-        self.t0_ns: int | None = None
+        self.t0_ns: int | None = None  # this segment's start
+        self.origin_ns: int | None = None  # the experiment clock's origin (first segment's t0)
+        self._resume_s = 0.0  # offsets before this are past (a resumed segment)
         self._perf_anchor = 0
         self.counts: dict[str, Counter[str]] = defaultdict(Counter)
         self.arrivals = 0  # logical arrivals begun (see the module docstring)
@@ -135,6 +176,43 @@ class LoadEngine:
         self._flushing = True
         self.failure: str | None = None
         self._flusher: gevent.Greenlet | None = None
+
+    def _make_client(self, arm: str, target: Any) -> Any:
+        """The arm's client; a router arm's (:mod:`harness.routing.live`) sends through
+        clients of its small and large arms' targets that record as the router arm."""
+
+        def client(name: str, t: Any, output_text: str = self.spec.record.output_text) -> Any:
+            return make_arm_client(
+                name,
+                # this process's share of the arm's connection slots (they hold run-wide)
+                replace(
+                    t,
+                    max_connections=process_share(
+                        t.max_connections, self.n_workers, self.worker_index
+                    ),
+                ),
+                run_id=self.spec.run_id,
+                experiment=self.spec.experiment,
+                output_text=output_text,
+                seed=self.spec.seed,
+                worker=self.worker_index,
+            )
+
+        if target.kind != "router":
+            return client(arm, target)
+        from harness.routing.live import RouterClient
+
+        return RouterClient.build(
+            arm,
+            target,
+            self.spec.arms,
+            lambda _leg, t: client(arm, t, "keep"),  # rows of the router arm; text validated
+            experiment_clock=lambda: self.experiment_clock,
+            queue_depths=self.queue_depths,
+            pricing=self.spec.pricing,
+            output_text=self.spec.record.output_text,
+            n_processes=self.n_workers,
+        )
 
     def _warm_up_tokenizers(self) -> None:
         """Load the fallback tokenizer now for real endpoints (which may send no usage).
@@ -150,11 +228,27 @@ class LoadEngine:
     # -- clock ---------------------------------------------------------------------------
 
     def set_t0(self, t0_ns: int) -> None:
-        """Fix the common start time (UTC ns); every process computes targets from it."""
+        """Fix the common start time (UTC ns); every process computes targets from it.
+
+        Arrival ``i`` is due at ``origin + offset_i``; ``origin`` is ``t0`` in a fresh run and
+        the first segment's ``t0`` (``spec.clock_origin_ns``) in a resumed one.
+        """
         self.t0_ns = int(t0_ns)
+        origin = self.spec.clock_origin_ns
+        self.origin_ns = int(origin) if origin is not None else self.t0_ns
+        self._resume_s = max(0.0, (self.t0_ns - self.origin_ns) / 1e9)
         # the clients' clock: t_sent - t_scheduled compares readings of one clock
-        self._perf_anchor = clock.perf_from_wall(self.t0_ns)
+        self._perf_anchor = clock.perf_from_wall(self.origin_ns)
+        set_day_clock = getattr(self.writer, "set_day_clock", None)
+        if set_day_clock is not None:  # day partitions follow the experiment clock
+            set_day_clock(self.experiment_clock)
         self.started.set()
+
+    @property
+    def experiment_clock(self) -> ExperimentClock:
+        """The run's experiment clock (known once :meth:`set_t0` was called)."""
+        assert self.origin_ns is not None, "set_t0 first"
+        return ExperimentClock(self.origin_ns, self.load.time_scale, self.spec.day_s)
 
     def _sleep_until(self, offset_s: float) -> None:
         target = self._perf_anchor + int(offset_s * 1e9)
@@ -168,8 +262,8 @@ class LoadEngine:
         return (time.perf_counter_ns() - self._perf_anchor) / 1e9
 
     def _virtual_ns(self, t_sched_ns: int) -> int:
-        assert self.t0_ns is not None
-        return self.t0_ns + int((t_sched_ns - self.t0_ns) * self.load.time_scale)
+        assert self.origin_ns is not None
+        return self.origin_ns + int((t_sched_ns - self.origin_ns) * self.load.time_scale)
 
     # -- lifecycle -----------------------------------------------------------------------
 
@@ -223,6 +317,8 @@ class LoadEngine:
             self._flushing = False
             self._flusher.join(timeout=30)
         self.writer.close()
+        for scraper in self._signal_scrapers:
+            scraper.stop(timeout_s=1.0)
         for c in self.clients.values():
             try:
                 c.close()
@@ -258,13 +354,14 @@ class LoadEngine:
 
     def _pace(self, arms: list[str], stream: int) -> None:
         schedule = build_schedule(self.load, self.root, stream=stream)
-        for i, offset in schedule.for_worker(self.worker_index, self.n_workers):
+        arrivals = arrivals_from(schedule, self.worker_index, self.n_workers, self._resume_s)
+        for i, offset in arrivals:
             if self.stop_event.is_set():
                 break
             self._sleep_until(offset)
             if self.stop_event.is_set():
                 break
-            t_sched = self.t0_ns + int(offset * 1e9)  # type: ignore[operator]
+            t_sched = self.origin_ns + int(offset * 1e9)  # type: ignore[operator]
             self._dispatch(i, arms, t_sched, phase_of(offset, self.load), stream)
 
     def _dispatch(self, i: int, arms: list[str], t_sched_ns: int, phase: str, stream: int) -> None:

@@ -14,6 +14,15 @@ preflight, workers connecting) a signal ends the run at once as ``interrupted``
 simulators run in their own session, so a terminal's Ctrl-C (sent to the whole process group)
 or a group SIGTERM reaches only the harness and its workers: the load stops first, the
 simulators last. A SIGKILL loses at most the last flush interval of rows.
+
+Segments: ``resume=RUN_ID`` (or ``latest``) continues a stopped or killed open-loop run in
+place (:mod:`harness.load.resume` checks it may). Every segment keeps the experiment clock of
+the first (``manifest.clock``, origin = the first ``t0``): the simulators are told it
+(``harness.sim.process.set_clock``) right after ``t0`` is fixed, the schedule continues from
+now, and the gap is recorded as ``downtime``. With ``canary.enabled`` and
+``canary.daily_reports`` each experiment-clock day that ended gets ``harness report RUN_DIR
+--day N`` in a child process of its own (own session, lowest priority, one at a time; a
+failure is logged, never stops the run), reaped before the run closes.
 """
 
 # ruff: noqa: I001  (locust is imported first on purpose)
@@ -23,6 +32,7 @@ from __future__ import annotations
 import locust  # noqa: F401  (monkey-patches for gevent before anything else)
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import math
@@ -41,6 +51,7 @@ from locust.runners import STATE_MISSING
 from omegaconf import DictConfig, OmegaConf
 
 from harness import redaction
+from harness.canary.clock import ExperimentClock, clock_from_manifest
 from harness.config import (
     Config,
     ConfigError,
@@ -49,6 +60,7 @@ from harness.config import (
     TargetConfig,
     WorkloadConfig,
     check_connection_caps,
+    check_router_arms,
     project_root,
     resolve_arm,
     validate_config,
@@ -56,15 +68,25 @@ from harness.config import (
     validate_record,
 )
 from harness.load.arrivals import build_schedule
-from harness.load.engine import LoadEngine
+from harness.load.daily import DailyReports
+from harness.load.engine import LoadEngine, first_index_at
+from harness.load.resume import (
+    check_same_config,
+    downtime_entry,
+    find_run,
+    last_sign_of_life_ns,
+    open_resumable,
+)
 from harness.load.spec import RunSpec
 from harness.load.users import ClosedLoopUser, PacerUser, install_engine
 from harness.record.manifest import (
+    RunLock,
     RunManifest,
     iso_from_ns,
     make_run_dir,
     new_run_id,
     point_latest,
+    redact_argv,
     utc_now_iso,
 )
 from harness.record.schema import RequestRecord
@@ -157,7 +179,9 @@ def resolve_arms(
         raise ConfigError(
             "arms: the experiment names no arms (e.g. arms: {cloud: {target: sim_cloud}})"
         )
-    return {name: resolve_arm(str(name), arm, configs_dir) for name, arm in arms_cfg.items()}
+    arms = {name: resolve_arm(str(name), arm, configs_dir) for name, arm in arms_cfg.items()}
+    check_router_arms(arms)  # a router arm's small / large: two plain arms, filled in
+    return arms
 
 
 def check_api_keys(arms: dict[str, TargetConfig]) -> None:
@@ -196,6 +220,18 @@ def _quiet_quit(runner: Any) -> None:
         log.debug("locust runner quit failed", exc_info=True)
 
 
+def _ns_from_iso(text: str | None) -> int | None:
+    """The manifest's ISO UTC time as nanoseconds (None stays None)."""
+    if not text:
+        return None
+    from datetime import datetime
+
+    try:
+        return int(datetime.fromisoformat(str(text).replace("Z", "+00:00")).timestamp() * 1e9)
+    except ValueError:
+        return None
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -203,15 +239,42 @@ def _free_port() -> int:
 
 
 class _Progress:
-    """Prints one line per interval: requests, rate, errors and p50 TTFT per arm."""
+    """Prints one line per interval: requests, rate, errors and p50 TTFT per arm.
 
-    def __init__(self, env: Environment, arms: list[str], duration_s: float, t0_ns: int) -> None:
+    Elapsed time counts from the experiment clock's origin (a resumed run goes on where it
+    was); with ``clock`` (accelerated or month-long runs) the line also shows the
+    experiment-clock day, 1-based: ``day 12/30``.
+    """
+
+    def __init__(
+        self,
+        env: Environment,
+        arms: list[str],
+        duration_s: float,
+        t0_ns: int,
+        clock: ExperimentClock | None = None,
+    ) -> None:
         self.env = env
         self.arms = arms
         self.duration_s = duration_s
-        self.t0_ns = t0_ns
+        self.t0_ns = t0_ns  # the experiment clock's origin
+        self.clock = clock
+        self.n_days = (
+            max(1, math.ceil(duration_s * clock.time_scale / clock.day_s - 1e-9))
+            if clock is not None and math.isfinite(duration_s)
+            else None
+        )
         self.t_start = time.monotonic()
         self.last: dict[str, tuple[float, int]] = {}
+
+    def day(self, now_ns: int) -> str:
+        """``day D/N`` on the experiment clock (1-based), or '' without a clock."""
+        if self.clock is None:
+            return ""
+        d = self.clock.day_of(self.clock.virtual_ns(now_ns)) + 1
+        if self.n_days is not None:
+            return f" day {min(d, self.n_days)}/{self.n_days}"
+        return f" day {d}"
 
     @property
     def stats(self) -> Any:
@@ -220,8 +283,9 @@ class _Progress:
     def line(self) -> str:
         stats = self.stats
         now = time.monotonic()
-        elapsed = max(0.0, (time.time_ns() - self.t0_ns) / 1e9)
-        parts = [f"[{elapsed:5.0f}s/{self.duration_s:.0f}s]"]
+        now_ns = time.time_ns()
+        elapsed = max(0.0, (now_ns - self.t0_ns) / 1e9)
+        parts = [f"[{elapsed:5.0f}s/{self.duration_s:.0f}s{self.day(now_ns)}]"]
         for arm in self.arms:
             req = stats.get(STATS_REQUEST, arm)
             ttft = stats.get(STATS_TTFT, arm)
@@ -274,12 +338,26 @@ class ExperimentRun:
         self.disk_error: str | None = None  # set from a writer thread: polled by drive()
         self.failures: list[str] = []
         self.engine_stats: list[dict[str, Any]] = []
+        self.lock: RunLock | None = None  # held while this segment runs
+        self.resumed = False  # this segment continues an earlier one (resume=)
+        self.clock: ExperimentClock | None = None  # known once t0 is fixed
+        self._resume_origin_ns: int | None = None  # the resumed run's clock origin
+        self._last_alive_ns: int | None = None  # the previous segment's last sign of life
+        self._daily: DailyReports | None = None
 
     # -- setup ---------------------------------------------------------------------------
 
     def prepare(self) -> RunSpec:
         cfg = self.cfg
-        validate_config(cfg, self.root)  # unknown keys (also `+key=`), values, ports, run dir
+        resume = getattr(cfg, "resume", None)
+        checked = cfg
+        if resume:  # the run directory exists on purpose: run_id is checked below
+            checked = (
+                OmegaConf.merge(cfg, {"run_id": None})
+                if isinstance(cfg, DictConfig)
+                else dataclasses.replace(cfg, run_id=None)
+            )
+        validate_config(checked, self.root)  # unknown keys (also `+key=`), values, ports, run dir
         load = _typed(LoadConfig, cfg.load)
         workload = _typed(WorkloadConfig, cfg.workload)
         record = _typed(RecordConfig, cfg.record)
@@ -295,11 +373,42 @@ class ExperimentRun:
         # Every key this run knows of is masked in whatever it writes from here on.
         redaction.register_targets(self.arms)
         experiment = str(cfg.experiment.name)
-        run_id = str(cfg.run_id) if cfg.run_id else new_run_id()
         reports_dir = Path(cfg.record.reports_dir)
         if not reports_dir.is_absolute():
             reports_dir = self.root / reports_dir
         self.reports_dir = reports_dir
+        resolved = (
+            OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
+            if not isinstance(cfg, dict)
+            else cfg
+        )
+        redaction.register_tree(resolved)
+        if resume:
+            run_id = self._open_resumed(str(resume), experiment, load, resolved)  # type: ignore[arg-type]
+        else:
+            run_id = self._create_run_dir(experiment, resolved, load)  # type: ignore[arg-type]
+        point_latest(reports_dir, self.run_dir)
+        return RunSpec(
+            run_id=run_id,
+            experiment=experiment,
+            run_dir=str(self.run_dir),
+            project_root=str(self.root),
+            arms=self.arms,
+            workload=workload,  # type: ignore[arg-type]
+            load=load,  # type: ignore[arg-type]
+            record=record,  # type: ignore[arg-type]
+            n_workers=max(1, int(cfg.load.workers) + int(cfg.load.remote_workers)),
+            seed=int(cfg.load.seed),
+            clock_origin_ns=self._resume_origin_ns,
+            day_s=float(cfg.canary.day_s),
+            pricing=dict(resolved.get("pricing") or {}),  # type: ignore[union-attr]
+            partition_by_day=bool(cfg.canary.enabled),  # day partitions, compacted
+        )
+
+    def _create_run_dir(self, experiment: str, resolved: dict[str, Any], load: LoadConfig) -> str:
+        """A fresh run: its directory, lock and ``running`` manifest; returns the run id."""
+        cfg, reports_dir = self.cfg, self.reports_dir
+        run_id = str(cfg.run_id) if cfg.run_id else new_run_id()
         try:
             self.run_dir = make_run_dir(reports_dir, experiment, run_id)
         except OSError as exc:
@@ -309,12 +418,8 @@ class ExperimentRun:
                 f"record.reports_dir: cannot create {reports_dir / experiment / run_id}: "
                 f"{exc.strerror or exc}"
             ) from None
-        resolved = (
-            OmegaConf.to_container(OmegaConf.create(cfg), resolve=True)
-            if not isinstance(cfg, dict)
-            else cfg
-        )
-        redaction.register_tree(resolved)
+        self.lock = RunLock(self.run_dir)
+        self.lock.acquire()  # a new directory: nobody else holds it
         self.manifest = RunManifest.create(
             self.run_dir,
             run_id=run_id,
@@ -334,19 +439,58 @@ class ExperimentRun:
                 "sweep": self.sweep,
             },
         )
-        point_latest(reports_dir, self.run_dir)
-        return RunSpec(
-            run_id=run_id,
-            experiment=experiment,
-            run_dir=str(self.run_dir),
-            project_root=str(self.root),
-            arms=self.arms,
-            workload=workload,  # type: ignore[arg-type]
-            load=load,  # type: ignore[arg-type]
-            record=record,  # type: ignore[arg-type]
-            n_workers=max(1, int(cfg.load.workers) + int(cfg.load.remote_workers)),
-            seed=int(cfg.load.seed),
+        self.manifest.start_segment(resumed=False)
+        return run_id
+
+    def _open_resumed(
+        self, resume: str, experiment: str, load: LoadConfig, resolved: dict[str, Any]
+    ) -> str:
+        """``resume=RUN_ID|latest``: check the run may go on, reopen its manifest; its id."""
+        cfg = self.cfg
+        run_dir = find_run(self.reports_dir, experiment, resume)
+        if cfg.run_id and str(cfg.run_id) != run_dir.name:
+            raise ConfigError(
+                f"run_id: {str(cfg.run_id)!r} is not the run resume={resume} names "
+                f"({run_dir.name!r}); leave run_id unset when resuming"
+            )
+        manifest, lock = open_resumable(run_dir)
+        self.lock = lock  # released by run() whatever happens next
+        if load.mode != "open":
+            raise ConfigError(
+                f"load.mode: only open-loop runs can be resumed; run {run_dir.name!r} is "
+                f"{load.mode} loop (start a new run instead)"
+            )
+        check_same_config(manifest.data["config"], resolved, run_dir.name)
+        self.run_dir, self.manifest, self.resumed = run_dir, manifest, True
+        prev = manifest.data
+        was = prev.get("status")
+        clock = clock_from_manifest(prev)
+        segments = manifest.segments
+        last = segments[-1]
+        # The downtime starts at the last sign of life of the last segment that sent load
+        # (a segment that failed or was stopped during start-up lies inside the gap).
+        ran = next((g for g in reversed(segments) if g.get("t0_ns") is not None), None)
+        alive = [last_sign_of_life_ns(run_dir)]
+        if ran is not None:
+            alive += [ran.get("t0_ns"), _ns_from_iso(ran.get("ended_at"))]
+        alive = [t for t in alive if t is not None]
+        self._last_alive_ns = max(alive) if alive else None
+        if clock is not None:  # the run had started its load: keep its clock
+            self._resume_origin_ns = clock.origin_ns
+        if last.get("ended_at") is None:  # killed: the process never closed its segment
+            last.update(
+                status="aborted",
+                ended_at=iso_from_ns(self._last_alive_ns) if last is ran else last["started_at"],
+                stop_reason="the harness process ended without closing the run "
+                "(killed, crashed or its machine stopped); ended_at is its last recorded row",
+            )
+        manifest.data["segments"] = segments
+        manifest.start_segment(resumed=True, argv=redact_argv(list(sys.argv)))
+        print(
+            f"resuming run {run_dir.name} (segment {len(segments)}, it was {was}) in {run_dir}",
+            flush=True,
         )
+        return run_dir.name
 
     def _expected_arrivals(self, load: LoadConfig) -> dict[str, Any]:
         """Offered load over the analysed (main-phase) window, from the arrival process itself.
@@ -371,6 +515,10 @@ class ExperimentRun:
 
     @staticmethod
     def _arm_info(t: TargetConfig) -> dict[str, Any]:
+        if t.kind == "router":  # no endpoint of its own: the arms it routes between
+            r = t.router or {}
+            return {"kind": "router", "model": None, "base_url": None, "small": r.get("small"),
+                    "large": r.get("large"), "policy": r}  # fmt: skip
         return {
             "kind": t.kind,
             "model": t.model,
@@ -414,7 +562,7 @@ class ExperimentRun:
         from harness.targets.preflight import preflight
 
         for name, target in self.arms.items():
-            if target.preflight:
+            if target.preflight and target.kind != "router":  # its arms are checked
                 preflight(name, target)
 
     def start_scrapers(self, spec: RunSpec) -> None:
@@ -429,11 +577,14 @@ class ExperimentRun:
         guard_disk_full(self.metrics_writer, "/metrics rows", self._on_disk_full)
         # Runs after every scraper's stop (LIFO), so their last scrape is written too.
         self.stack.callback(self._close_metrics_writer)
+        from harness.routing.live import QueueDepths
+
+        self.queue_depths = QueueDepths()  # the router arms' signals (a local load process)
         for name, target in self.arms.items():
             on = target.scrape_metrics
             if on is None:
-                on = target.kind != "openai"
-            if not on:
+                on = target.kind not in ("openai", "router")
+            if not on or target.kind == "router":
                 continue
             scraper = MetricsScraper(
                 name,
@@ -458,6 +609,9 @@ class ExperimentRun:
             log.warning("writing the last /metrics rows failed: %s", exc)
 
     def _on_metric_rows(self, rows: list[dict[str, Any]]) -> None:
+        queue_depths = getattr(self, "queue_depths", None)
+        if queue_depths is not None:
+            queue_depths.update(rows)
         if self.metrics_writer is None or self.metrics_writer._closed:
             return
         self.metrics_writer.extend(rows)
@@ -499,6 +653,7 @@ class ExperimentRun:
                 self.run_dir,
                 flush_interval_s=spec.record.flush_interval_s,
                 flush_rows=spec.record.flush_rows,
+                partition_by_day=spec.partition_by_day,  # by day once t0 is fixed
                 on_writer=lambda w: guard_disk_full(w, "request records", self._on_disk_full),
             )
             warm_up_parquet()
@@ -538,11 +693,16 @@ class ExperimentRun:
             self._runner = runner
             self._phase = "load"  # from here a signal stops the schedule and drains
             t0 = time.time_ns() + int(0.5e9)
+            self._start_clock(spec, t0)
             runner.send_message("harness_t0", {"t0_ns": t0})
         else:
             runner = env.create_local_runner()
             engine = LoadEngine(
-                spec, worker_index=0, n_workers=1, on_record=lambda r: fire_locust_event(env, r)
+                spec,
+                worker_index=0,
+                n_workers=1,
+                on_record=lambda r: fire_locust_event(env, r),
+                queue_depths=getattr(self, "queue_depths", None),
             )
             guard_disk_full(engine.writer, "request records", self._on_disk_full)
             install_engine(engine)
@@ -550,8 +710,11 @@ class ExperimentRun:
             self._engine = engine
             self._phase = "load"
             t0 = time.time_ns() + int(0.2e9)
+            self._start_clock(spec, t0)
             engine.set_t0(t0)
-        self.manifest.update(t0_ns=t0)
+        assert self.clock is not None
+        origin = self.clock.origin_ns
+        skip_s = max(0.0, (t0 - origin) / 1e9)  # a resumed segment: the schedule goes on here
         if load.web_ui:
             env.create_web_ui("127.0.0.1", load.web_port)
             print(f"locust web UI on http://127.0.0.1:{load.web_port}", flush=True)
@@ -560,10 +723,26 @@ class ExperimentRun:
             engine.stop()
         n_users = self._user_count(spec)
         runner.start(n_users, spawn_rate=max(n_users, 1) * 100)
-        progress = _Progress(env, list(spec.arms), load.duration_s, t0)
-        hard_deadline = time.monotonic() + load.duration_s + load.stop_timeout_s + 60
+        if self.resumed and load.mode == "open":
+            self._note_first_index(spec, skip_s)
+        show_day = load.time_scale != 1 or bool(self.cfg.canary.enabled)
+        progress = _Progress(
+            env, list(spec.arms), load.duration_s, origin, self.clock if show_day else None
+        )
+        if self.cfg.canary.enabled and self.cfg.canary.daily_reports and progress.n_days:
+            self._daily = DailyReports(
+                self.run_dir,
+                self.root,
+                self.clock,
+                progress.n_days,
+                grace_s=2 * spec.record.flush_interval_s + 1.0,
+            )
+            self._daily.skip_to(self._first_unreported_day())
+        left_s = max(0.0, load.duration_s - skip_s)
+        hard_deadline = time.monotonic() + left_s + load.stop_timeout_s + 60
         next_progress = time.monotonic() + self.cfg.progress_interval_s
         closed_end = time.monotonic() + load.duration_s + 0.2 if load.mode == "closed" else None
+        ended = False
         try:
             while True:
                 if engine is not None and engine.done.is_set():
@@ -588,11 +767,98 @@ class ExperimentRun:
                     print(progress.line(), flush=True)
                     next_progress = now + self.cfg.progress_interval_s
                     self._check_error_rate(progress, load.max_error_rate)
+                if self._daily is not None:
+                    self._daily.tick(time.time_ns())
                 gevent.sleep(0.1)
+            ended = True
         finally:
             self._finish_load(runner, engine, spec)
             self._phase = "teardown"  # load drained and flushed: the rest is quick
+            if not ended:  # failing: reap the daily report child, write no more
+                self._close_daily(origin, wait_s=0.0)
         print(progress.line(), flush=True)
+        self._close_daily(origin + int(load.duration_s * 1e9))
+
+    # -- the experiment clock across segments --------------------------------------------
+
+    def _start_clock(self, spec: RunSpec, t0: int) -> None:
+        """``t0`` is fixed: the clock (origin: the first segment's t0), manifest, simulators."""
+        origin = spec.clock_origin_ns if spec.clock_origin_ns is not None else t0
+        clock = ExperimentClock(origin, spec.load.time_scale, spec.day_s)
+        self.clock = clock
+        if self.collector is not None:  # the workers' rows: day partitions on this clock
+            self.collector.set_day_clock(clock)
+        self._tell_simulators(clock)
+        fields: dict[str, Any] = {"clock": clock.to_dict()}
+        if spec.clock_origin_ns is None:
+            fields["t0_ns"] = t0  # the first segment's start: relative time 0
+        if self.resumed and spec.clock_origin_ns is not None and self._last_alive_ns is not None:
+            gap = downtime_entry(clock, min(self._last_alive_ns, t0), t0)
+            fields["downtime"] = [*(self.manifest.data.get("downtime") or []), gap]
+            print(
+                f"harness downtime: {gap['wall_s']:.1f} s ({gap['virtual_s']:.0f} s on the "
+                f"experiment clock, day {gap['from_day'] + 1} to day {gap['to_day'] + 1}); "
+                "the schedule continues from now",
+                flush=True,
+            )
+        self.manifest.update(**fields)
+        first = 0 if spec.clock_origin_ns is None else None
+        self.manifest.update_segment(t0_ns=t0, first_index=first)
+
+    def _note_first_index(self, spec: RunSpec, skip_s: float) -> None:
+        """The resumed segment's first arrival index (independent pairing: the first arm's)."""
+        stream = 0 if spec.load.pairing != "independent" else 1
+        try:
+            first = first_index_at(build_schedule(spec.load, self.root, stream=stream), skip_s)
+        except Exception:  # informational only
+            log.debug("first arrival index of the segment unknown", exc_info=True)
+            return
+        self.manifest.update_segment(first_index=first)
+        print(f"arrivals continue at index {first} ({skip_s:.1f} s into the schedule)", flush=True)
+
+    def _tell_simulators(self, clock: ExperimentClock) -> None:
+        """Every simulator arm learns the experiment clock (scenario steps ``at_day``)."""
+        sims = [(n, t) for n, t in self.arms.items() if t.kind in ("sim_vllm", "sim_cloud")]
+        if not sims:
+            return
+        try:
+            from harness.sim.process import set_clock
+        except ImportError:
+            log.warning("the simulators cannot be told the experiment clock (no set_clock)")
+            return
+        for name, target in sims:
+            try:
+                set_clock(target.base_url, clock.origin_ns, clock.time_scale)
+            except Exception as exc:
+                raise RunError(
+                    f"arm {name!r}: the simulator did not take the experiment clock: {exc}"
+                ) from exc
+
+    def _first_unreported_day(self) -> int:
+        """The first day a daily report is due for: 0, or after the previous segment's days."""
+        if not self.resumed or self.clock is None or self._last_alive_ns is None:
+            return 0
+        # days that ended before the previous segment's last sign of life were reported then
+        # (or were due); the day it stopped in and the days of the gap are reported now
+        return max(0, self.clock.day_of(self.clock.virtual_ns(self._last_alive_ns)))
+
+    def _close_daily(self, end_ns: int, wait_s: float | None = None) -> None:
+        """Write the daily reports of the days that ended by ``end_ns``; reap the child."""
+        daily, self._daily = self._daily, None
+        if daily is None:
+            return
+        try:
+            # an interrupted run does not wait for reports; a finished one writes its last days
+            if wait_s is None:
+                wait_s = 5.0 if self.interrupted else 300.0
+            if wait_s > 1 and (daily.proc is not None or daily.pending or daily.due(end_ns)):
+                print("writing the last daily reports ...", flush=True)
+            daily.close(min(end_ns, time.time_ns()), wait_s=wait_s, stop=lambda: self.interrupted)
+            self.manifest.update(
+                daily_reports=daily.summary(self.manifest.data.get("daily_reports"))
+            )
+        except Exception:  # never lose the run for a report
+            log.exception("closing the daily reports failed")
 
     def _wait_workers(self, count: Any, n: int, timeout_s: float, what: str) -> None:
         deadline = time.monotonic() + timeout_s
@@ -652,8 +918,8 @@ class ExperimentRun:
         if self.collector is None:
             return
         self._stop_row_flusher()
-        try:
-            self.collector.flush(gevent.get_hub().threadpool.apply)
+        try:  # the last rows, then (day partitions) the final compaction, off the loop
+            self.collector.close(gevent.get_hub().threadpool.apply)
         except Exception as exc:
             log.error("writing the workers' last request records failed: %s", exc)
             self.failures.append(f"writing the last request records failed: {exc}")
@@ -752,6 +1018,7 @@ class ExperimentRun:
         def handler(signame: str) -> None:
             if self._phase in ("teardown", "done"):  # nothing left to stop: let it finish
                 print(f"{signame}: closing the run, please wait", flush=True)
+                self.interrupted = True  # e.g. no more waiting for daily reports
                 return
             self._signals += 1
             self.interrupted = True
@@ -858,6 +1125,8 @@ class ExperimentRun:
         finally:
             self._phase = "done"
             self._remove_signal_handlers()
+            if self.lock is not None:
+                self.lock.release()
 
     def _run(self) -> Path:
         spec = self.prepare()
@@ -892,17 +1161,29 @@ class ExperimentRun:
                 "failed",
                 error=error,
                 stop_reason=self.stop_reason,
-                load_processes=self.engine_stats,
+                load_processes=self._load_processes(),
                 **self._degraded(),
             )
             raise RunError(f"the load failed: {error} (rows recorded so far are in {self.run_dir})")
         self.manifest.finish(
             status,
             stop_reason=self.stop_reason,
-            load_processes=self.engine_stats,
+            load_processes=self._load_processes(),
             **self._degraded(),
         )
         return self.run_dir
+
+    def _load_processes(self) -> list[dict[str, Any]]:
+        """The manifest's ``load_processes``: every segment's, each tagged with its segment."""
+        segment = len(self.manifest.segments) - 1
+        earlier = []
+        if self.resumed:
+            earlier = [
+                st
+                for st in self.manifest.data.get("load_processes") or []
+                if isinstance(st, dict) and st.get("segment", 0) < segment
+            ]
+        return [*earlier, *({**st, "segment": segment} for st in self.engine_stats)]
 
 
 def run_experiment(cfg: Config | DictConfig, *, sweep: dict[str, Any] | None = None) -> Path:

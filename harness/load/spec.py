@@ -4,6 +4,10 @@ The master resolves the Hydra config once (arms merged with their presets, simul
 filled in) and sends it to every locust worker process in a message, so all processes send
 the same traffic to the same endpoints. It holds no secrets: API keys are read from the
 environment by each process.
+
+``clock_origin_ns`` is the experiment clock's origin (UTC ns) when it is not this segment's
+start: a resumed run keeps its first segment's ``t0``, so every process skips the arrivals
+already past and stamps ``t_virtual`` on the original clock (:mod:`harness.canary.clock`).
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
+from harness.canary.clock import DAY_S
 from harness.config import LoadConfig, RecordConfig, TargetConfig, WorkloadConfig
 
 
@@ -46,6 +51,12 @@ class RunSpec:
     record: RecordConfig
     n_workers: int = 1
     seed: int = 0
+    clock_origin_ns: int | None = None  # None: this segment's t0 (a fresh run)
+    day_s: float = DAY_S  # experiment-clock day length (canary.day_s)
+    pricing: dict[str, Any] | None = None  # the run's pricing node (a router arm's budget)
+    # canary.enabled: request rows go to requests/day=DDD/arm=ARM/ on the experiment clock
+    # (known at t0) and each day is compacted (harness.record.writer.RequestWriter)
+    partition_by_day: bool = False
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunSpec:
@@ -63,4 +74,10 @@ class RunSpec:
             record=typed(RecordConfig, d["record"]),
             n_workers=int(d.get("n_workers", 1)),
             seed=int(d.get("seed", 0)),
+            clock_origin_ns=(
+                int(d["clock_origin_ns"]) if d.get("clock_origin_ns") is not None else None
+            ),
+            day_s=float(d.get("day_s", DAY_S)),
+            pricing=d.get("pricing"),
+            partition_by_day=bool(d.get("partition_by_day", False)),
         )

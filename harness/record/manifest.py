@@ -10,10 +10,22 @@ that never arrived. Every other run says ``degraded: false``. Secrets never reac
 under keys that look like secrets are redacted, registered secret values, URL credentials and
 secret flags' values are masked (:mod:`harness.redaction`), and API keys are only ever read
 from the environment variables that the config names.
+
+A run may have several segments (``resume=RUN_ID`` continues a stopped or killed run in place):
+``segments`` lists them, ``{index, started_at, t0_ns, ended_at, status, stop_reason,
+first_index}`` (``first_index``: the first arrival index the segment's schedule reached);
+``clock`` is the experiment clock ``{origin_ns, time_scale, day_s}`` (origin: the first
+segment's ``t0_ns``) and ``downtime`` one entry per gap between segments, ``{from, to, wall_s,
+virtual_s, from_day, to_day}`` (harness downtime, never an outage of an arm). While a segment
+runs the status is ``running``; a segment whose process was killed (no finish) is marked
+``aborted`` when the run is resumed. :class:`RunLock` (``.harness.lock``, an ``flock`` the
+kernel drops with the process) tells a live run from a killed one.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import platform
@@ -161,7 +173,63 @@ class RunManifest:
         self.data.update(redact(fields_))
         self.save()
 
+    # -- segments (resumed runs) ------------------------------------------------------------
+
+    @property
+    def segments(self) -> list[dict[str, Any]]:
+        """The run's segments; a manifest written before segments existed has one implied."""
+        segs = self.data.get("segments")
+        if isinstance(segs, list):
+            return segs
+        d = self.data
+        return [
+            {
+                "index": 0,
+                "started_at": d.get("started_at"),
+                "t0_ns": d.get("t0_ns"),
+                "ended_at": d.get("ended_at"),
+                "status": d.get("status"),
+                "stop_reason": d.get("stop_reason"),
+                "first_index": 0,
+            }
+        ]
+
+    def start_segment(self, *, resumed: bool, **fields_: Any) -> dict[str, Any]:
+        """Open a new segment (status ``running``); a resumed run's top-level end is cleared."""
+        segs = list(self.segments) if resumed else []
+        seg: dict[str, Any] = {
+            "index": len(segs),
+            "started_at": utc_now_iso(),
+            "t0_ns": None,
+            "ended_at": None,
+            "status": "running",
+            "stop_reason": None,
+            "first_index": None,
+            **fields_,
+        }
+        segs.append(seg)
+        top: dict[str, Any] = {"segments": segs}
+        if resumed:
+            top.update(status="running", ended_at=None, duration_s=None, stop_reason=None)
+            self.data.pop("error", None)
+        self.update(**top)
+        return seg
+
+    def update_segment(self, **fields_: Any) -> None:
+        """Set fields of the current (last) segment and save."""
+        segs = self.segments
+        segs[-1].update(redact(fields_))
+        self.update(segments=segs)
+
     def finish(self, status: str, **fields_: Any) -> None:
+        if isinstance(self.data.get("segments"), list) and self.data["segments"]:
+            last = self.data["segments"][-1]
+            if last.get("ended_at") is None:
+                last.update(
+                    ended_at=utc_now_iso(),
+                    status=status,
+                    stop_reason=fields_.get("stop_reason"),
+                )
         ended = datetime.now(UTC)
         started = datetime.fromisoformat(self.data["started_at"].replace("Z", "+00:00"))
         self.update(
@@ -173,6 +241,48 @@ class RunManifest:
 
     def save(self) -> None:
         write_json_atomic(self.path, self.data)
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN_DIR/.harness.lock`` held while a run (segment) runs.
+
+    The kernel releases it when the process ends, however it ends (SIGKILL included), so a
+    run whose manifest still says ``running`` but whose lock is free was killed: resumable.
+    """
+
+    NAME = ".harness.lock"
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / self.NAME
+        self._fh: Any = None
+
+    def acquire(self) -> bool:
+        """Take the lock; False when another live process holds it."""
+        fh = open(self.path, "a+", encoding="utf-8")  # noqa: SIM115  (held for the run)
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            fh.close()
+            return False
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()} {socket.gethostname()}\n")
+        fh.flush()
+        self._fh = fh
+        return True
+
+    def holder(self) -> str:
+        """Who holds (or last held) it: ``PID HOST``, or '' when unknown."""
+        with contextlib.suppress(OSError):
+            return self.path.read_text(encoding="utf-8").strip()
+        return ""
+
+    def release(self) -> None:
+        fh, self._fh = self._fh, None
+        if fh is not None:
+            with contextlib.suppress(OSError):
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+            fh.close()
 
 
 def make_run_dir(reports_dir: Path, experiment: str, run_id: str) -> Path:

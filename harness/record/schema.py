@@ -29,6 +29,7 @@ ERROR_TYPES = (
     "empty",  # 2xx but no content tokens
     "truncated",  # content began, then the stream ended without a finish_reason ([DONE] or not)
     "cancelled",  # the run stopped while the request was in flight
+    "rejected",  # a router arm refused the request (its API budget spent, on_exhausted=reject)
 )
 
 #: ``tokens_source`` values: who counted ``completion_tokens``.

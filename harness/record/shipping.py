@@ -13,13 +13,16 @@ The master's :class:`RowCollector` keeps one :class:`~harness.record.writer.Requ
 worker (prefix ``w<index>``: the part files a worker used to write itself), drops a message
 whose ``seq`` it has already seen (a resend), counts messages that never arrived (a gap in
 ``seq``, or fewer than the worker says it sent), and remembers when each worker's last rows
-came (the manifest of a run that lost a worker says so). One worker's messages arrive in the
+came (the manifest of a run that lost a worker says so). With ``partition_by_day`` (a canary)
+the writers split parts by experiment-clock day and arm once :meth:`RowCollector.set_day_clock`
+gives the clock (at t0) and compact finished days inside ``write_batch``, so off the loop too. One worker's messages arrive in the
 order sent (one ZeroMQ connection), so every row a worker sent before ``harness_done`` is in
 the collector when the master handles that message.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -30,8 +33,11 @@ from typing import Any
 import gevent.lock
 
 from harness import redaction
+from harness.canary.clock import ExperimentClock
 from harness.record.schema import REQUEST_COLUMNS, RequestRecord
 from harness.record.writer import RequestWriter
+
+log = logging.getLogger(__name__)
 
 #: The locust message type that carries rows from a worker to the master.
 ROWS_MESSAGE = "harness_rows"
@@ -213,12 +219,17 @@ class RowCollector:
         *,
         flush_interval_s: float = 2.0,
         flush_rows: int = 5000,
+        partition_by_day: bool = False,
         on_writer: Callable[[RequestWriter], None] | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
         self.run_dir = Path(run_dir)
         self.flush_interval_s = flush_interval_s
         self.flush_rows = flush_rows
+        self.partition_by_day = partition_by_day
+        self.day_clock: ExperimentClock | None = None
+        self.closed = False
+        self.late_rows = 0  # rows that came after close() (not written)
         self._on_writer = on_writer
         self._clock_ns = clock_ns
         self.writers: dict[int, RequestWriter] = {}
@@ -234,11 +245,20 @@ class RowCollector:
                 flush_interval_s=self.flush_interval_s,
                 flush_rows=self.flush_rows,
                 auto_flush=False,  # parts are written by flush(), off the event loop
+                partition_by_day=self.partition_by_day,
             )
+            w.set_day_clock(self.day_clock)
             if self._on_writer is not None:
                 self._on_writer(w)
             self.writers[worker] = w
         return w
+
+    def set_day_clock(self, clock: ExperimentClock | None) -> None:
+        """The experiment clock, at t0: with ``partition_by_day`` every writer (those to come
+        too) splits its parts by day and arm and compacts finished days."""
+        self.day_clock = clock
+        for w in self.writers.values():
+            w.set_day_clock(clock)
 
     def receive(self, data: Any) -> int:
         """Buffer one message's rows; returns how many were added (0 for a resend).
@@ -255,6 +275,10 @@ class RowCollector:
         got.messages += 1
         got.rows += len(rows)
         got.last_rows_ns = self._clock_ns()
+        if self.closed:
+            self.late_rows += len(rows)
+            log.warning("worker %d sent %d rows after the writers closed", worker, len(rows))
+            return 0
         names = [(j, name) for j, name in enumerate(columns) if name in self._known]
         writer = self.writer(worker)
         for values in rows:
@@ -287,6 +311,18 @@ class RowCollector:
             except Exception:
                 writer.requeue(batch[0])
                 raise
+
+    def close(
+        self, run: Callable[[Callable[..., Any], tuple[Any, ...]], Any] | None = None
+    ) -> None:
+        """Write every buffered row, then close each writer through ``run`` (e.g. gevent's
+        thread pool): with day partitions that is the final compaction, off the event loop.
+        Raises the first write error (its batch put back, as :meth:`flush`)."""
+        run = run or (lambda fn, args: fn(*args))
+        self.flush(run)
+        self.closed = True
+        for writer in list(self.writers.values()):
+            run(writer.close, ())
 
     def summary(self) -> dict[int, dict[str, Any]]:
         return {w: asdict(r) for w, r in sorted(self.received.items())}

@@ -13,11 +13,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import harness.canary.report  # noqa: F401  (registers the canary section)
 import harness.cost.report  # noqa: F401  (registers the cost section)
 import harness.judge.section  # noqa: F401  (registers the verdict section, first)
 import harness.quality.report  # noqa: F401  (registers the quality section)
 from harness.analysis.compare import arm_clusters, arm_values, compare_samples
-from harness.analysis.data import RunData, load_run
+from harness.analysis.data import RunData, RunDataError, load_run
 from harness.analysis.errors import errors_summary
 from harness.analysis.goodput import goodput_summary
 from harness.analysis.latency import latency_summary
@@ -61,6 +62,8 @@ def _header(data: RunData) -> Summary:
         "run_id": data.run_id,
         "experiment": data.experiment,
         "generated_at": _now(),
+        # a day's report (build_report(day=N)): the experiment-clock day it covers
+        **({"day": data.days[0]} if data.days is not None and len(data.days) == 1 else {}),
         "arms": arms,
     }
 
@@ -73,16 +76,74 @@ def build_summary(data: RunData) -> Summary:
     return summary
 
 
-def build_report(run_dir: Path, *, analysis: AnalysisConfig | None = None) -> dict[str, Any]:
+def day_dir(run_dir: Path, day: int) -> Path:
+    """Where one experiment-clock day's report goes: ``RUN_DIR/days/DDD/``."""
+    return Path(run_dir) / "days" / f"{int(day):03d}"
+
+
+def _load_day(run_dir: Path, analysis: AnalysisConfig | None, day: int) -> RunData:
+    """One day's rows (:func:`load_run` ``days=[day]``); a run still writing (or compacting)
+    may move a part file away between listing and reading: read again, up to 3 times."""
+    import time
+
+    from harness.record.reader import ReaderError
+
+    if isinstance(day, bool) or not isinstance(day, int) or day < 0:
+        raise RunDataError(f"--day {day!r}: days are numbered 0, 1, 2, ... on the experiment clock")
+    for attempt in range(3):
+        try:
+            data = load_run(run_dir, analysis, days=[day])
+            break
+        except ReaderError:
+            if attempt == 2:
+                raise
+            time.sleep(0.2 * (attempt + 1))
+    if data.n_rows == 0:
+        if data.clock is None:
+            raise RunDataError(f"{run_dir}: day {day} has no rows (the run has no experiment "
+                               "clock in its manifest: it never started)")  # fmt: skip
+        raise RunDataError(f"{run_dir}: experiment-clock day {day} has no request rows"
+                           f"{_days_text(run_dir, data)}")  # fmt: skip
+    return data
+
+
+def _days_text(run_dir: Path, data: RunData) -> str:
+    """`` (rows cover days 0-29)`` for an error message (one light pass over two columns)."""
+    from harness.analysis.data import _day_parts
+
+    lo = hi = None
+    phases = tuple(data.analysis.include_phases)
+    for _, d in _day_parts(run_dir, ("arm",), phases, None, data.clock):
+        d = d[d >= 0] if d is not None else d
+        if d is not None and d.size:
+            lo = int(d.min()) if lo is None else min(lo, int(d.min()))
+            hi = int(d.max()) if hi is None else max(hi, int(d.max()))
+    return " (the run has no rows yet)" if lo is None else f" (rows cover days {lo}-{hi})"
+
+
+def build_report(
+    run_dir: Path, *, analysis: AnalysisConfig | None = None, day: int | None = None
+) -> dict[str, Any]:
     """Analyse a run directory and write its report files into it; return the summary dict.
 
     ``analysis``: settings to use; default: ``config.analysis`` from the run's manifest,
     falling back to :class:`~harness.config.AnalysisConfig` defaults.
+
+    ``day``: one experiment-clock day's report, from that day's rows only, written into
+    ``RUN_DIR/days/DDD/`` (summary.json, report.html, memo.md, plots/); it reads the part
+    files there are, so it works while the run is still writing. A negative day, or a day
+    with no rows, raises :class:`~harness.analysis.data.RunDataError`.
     """
     run_dir = Path(run_dir)
-    data = load_run(run_dir, analysis)
+    if day is None:
+        data = load_run(run_dir, analysis)
+        out_dir = run_dir
+    else:
+        data = _load_day(run_dir, analysis, day)
+        out_dir = day_dir(run_dir, day)
+        out_dir.mkdir(parents=True, exist_ok=True)
     summary = build_summary(data)
-    writer = PlotWriter(run_dir / "plots")
+    writer = PlotWriter(out_dir / "plots")
     plots: dict[str, list[PlotRef]] = {}
     for section in SECTIONS:
         refs = section.plots(data, summary, writer) if section.plots else []
@@ -90,9 +151,9 @@ def build_report(run_dir: Path, *, analysis: AnalysisConfig | None = None) -> di
     summary["plots"] = sorted(f"plots/{p.name}.{ext}" for ps in plots.values() for p in ps
                               for ext in ("png", "svg"))  # fmt: skip
     safe = json_safe(summary)
-    write_json(run_dir / "summary.json", safe)
-    (run_dir / "report.html").write_text(render_html(safe, plots), encoding="utf-8")
-    (run_dir / "memo.md").write_text(render_memo(safe), encoding="utf-8")
+    write_json(out_dir / "summary.json", safe)
+    (out_dir / "report.html").write_text(render_html(safe, plots), encoding="utf-8")
+    (out_dir / "memo.md").write_text(render_memo(safe), encoding="utf-8")
     return safe
 
 
@@ -110,8 +171,9 @@ def render_html(summary: Summary, plots: dict[str, list[PlotRef]]) -> str:
         f"{summary['generated_at']}. Numbers in seconds unless stated; see summary.json.",
         h.Safe("</p>"),
     ]
+    day = f", day {summary['day']}" if summary.get("day") is not None else ""
     return h.page(
-        f"LLM benchmark report: {summary['experiment']} / {summary['run_id']}", header, parts
+        f"LLM benchmark report: {summary['experiment']} / {summary['run_id']}{day}", header, parts
     )
 
 
@@ -124,7 +186,8 @@ def render_memo(summary: Summary) -> str:
     )
     off = run["offered"]
     lines = [
-        f"# Benchmark memo: {md_escape(summary['experiment'])} / {md_escape(summary['run_id'])}",
+        f"# Benchmark memo: {md_escape(summary['experiment'])} / {md_escape(summary['run_id'])}"
+        + (f", day {summary['day']}" if summary.get("day") is not None else ""),
         "",
         f"Arms: {arms or 'none'}. Status {md_escape(run['status'] or 'unknown')}; "
         f"{fmt.num(run['rows'])} requests analysed over {fmt.seconds(run['analysed_duration_s'])} "

@@ -237,6 +237,27 @@ def check_policy(
     return cfg
 
 
+def _check_keys(raw: dict[Any, Any], cls: type, where: str) -> None:
+    """Unknown keys of ``raw`` (recursively, through nested config dataclasses) name the key,
+    the closest known one and the known keys."""
+    import dataclasses
+    import difflib
+    import typing
+
+    from harness.config import ConfigError
+
+    hints = typing.get_type_hints(cls)
+    known = [f.name for f in dataclasses.fields(cls)]
+    for key, value in raw.items():
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConfigError(f"{where}.{key}: unknown key{hint} (known keys: {', '.join(known)})")
+        sub = hints[key]
+        if dataclasses.is_dataclass(sub) and isinstance(value, dict):
+            _check_keys(value, sub, f"{where}.{key}")  # type: ignore[arg-type]
+
+
 def policy_from_config(raw: object, where: str = "policy") -> PolicyConfig:
     """A typed, checked :class:`PolicyConfig` from a plain mapping (None: the defaults).
     Unknown keys and bad values raise a ConfigError naming the key."""
@@ -253,6 +274,7 @@ def policy_from_config(raw: object, where: str = "policy") -> PolicyConfig:
         return check_policy(raw, where)
     if not isinstance(raw, dict):
         raise ConfigError(f"{where}: expected a mapping, got {type(raw).__name__}")
+    _check_keys(raw, PolicyConfig, where)
     try:
         merged = OmegaConf.merge(OmegaConf.structured(PolicyConfig), raw)
         cfg: PolicyConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]

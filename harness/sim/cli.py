@@ -43,6 +43,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a parameter (repeatable), e.g. --param itl_ms=5",
     )
+    ap.add_argument(
+        "--clock-origin-ns",
+        type=int,
+        default=None,
+        help="experiment clock origin (UTC ns) for the scenario timeline; default: seconds "
+        "since start until POST /admin/clock sets one",
+    )
+    ap.add_argument(
+        "--time-scale",
+        type=float,
+        default=1.0,
+        help="experiment-clock seconds per wall second (with --clock-origin-ns)",
+    )
     ap.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
     ap.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     return ap
@@ -85,7 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         overrides = dict(parse_param_arg(a) for a in args.param)
-        settings = load_settings(args.profile, args.config, overrides, args.seed)
+        settings = load_settings(
+            args.profile,
+            args.config,
+            overrides,
+            args.seed,
+            clock_origin_ns=args.clock_origin_ns,
+            time_scale=args.time_scale,
+        )
     except ParamError as exc:
         print(f"harness sim: error: {exc}", file=sys.stderr)
         return 2

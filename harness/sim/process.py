@@ -9,6 +9,9 @@ the harness does not stop it under the load: its owner stops it, last. It runs w
 
     with SimProcess("cloud", params={"ttft_ms": 50, "itl_ms": 5, "itl_jitter": 0}) as sim:
         client = openai.OpenAI(base_url=sim.base_url, api_key="x")
+
+:func:`set_clock` puts a running simulator's scenario on the run's experiment clock
+(``POST /admin/clock``), by URL, for a simulator this process did not start too.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,44 @@ _LISTENING = re.compile(r"harness-sim listening on http://([^:\s]+):(\d+)")
 
 class SimProcessError(RuntimeError):
     """The simulator did not start, or refused a request to change its parameters."""
+
+
+def _admin_root(base_url: str) -> str:
+    """The server root of ``base_url`` (``http://h:p``, ``http://h:p/`` or ``http://h:p/v1``):
+    the admin endpoints are at the root."""
+    root = base_url.rstrip("/")
+    return root.removesuffix("/v1").rstrip("/")
+
+
+def set_clock(
+    base_url: str, origin_ns: int, time_scale: float, timeout_s: float = 2.0
+) -> dict[str, Any]:
+    """``POST /admin/clock``: from now on the simulator at ``base_url`` (its root or its
+    ``/v1`` URL) runs its scenario on experiment time ``(now - origin_ns) * time_scale``
+    (steps already passed fire at once). Returns its admin state; raises
+    :class:`SimProcessError` naming the URL when it cannot be reached or refuses."""
+    url = _admin_root(base_url) + "/admin/clock"
+    data = json.dumps({"origin_ns": origin_ns, "time_scale": time_scale}).encode()
+    req = urllib.request.Request(
+        url, data=data, method="POST", headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=timeout_s) as resp:  # noqa: S310 - http only
+            body = resp.read()
+    except urllib.error.HTTPError as exc:
+        detail = exc.read().decode(errors="replace")[:500]
+        raise SimProcessError(
+            f"simulator at {url} refused the clock (origin_ns={origin_ns}, "
+            f"time_scale={time_scale}): HTTP {exc.code}: {detail}"
+        ) from None
+    except OSError as exc:  # URLError, timeouts, refused connections
+        raise SimProcessError(
+            f"cannot set the experiment clock at {url}: {exc} (is the simulator running?)"
+        ) from None
+    try:
+        return json.loads(body)
+    except ValueError:
+        raise SimProcessError(f"{url}: not a JSON answer: {body[:200]!r}") from None
 
 
 class SimProcess:
@@ -48,6 +91,8 @@ class SimProcess:
         startup_timeout_s: float = 20,
         log_file: str | None = None,
         log_level: str = "WARNING",
+        clock_origin_ns: int | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         self.profile = profile
         self.host = host
@@ -58,6 +103,8 @@ class SimProcess:
         self.startup_timeout_s = startup_timeout_s
         self.log_file = log_file
         self.log_level = log_level
+        self.clock_origin_ns = clock_origin_ns  # the experiment clock from the start
+        self.time_scale = time_scale
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self.base_url = ""
@@ -83,6 +130,9 @@ class SimProcess:
         ]
         if self.config_file:
             cmd += ["--config", str(self.config_file)]
+        if self.clock_origin_ns is not None:
+            cmd += ["--clock-origin-ns", str(self.clock_origin_ns)]
+            cmd += ["--time-scale", repr(float(self.time_scale))]
         for k, v in self.params.items():
             cmd += ["--param", f"{k}={json.dumps(v)}"]
         return cmd
@@ -180,6 +230,10 @@ class SimProcess:
         status, body = self.request("POST", "/admin/config", params)
         if status != 200:
             raise SimProcessError(f"simulator refused {params}: {body.decode(errors='replace')}")
+
+    def set_clock(self, origin_ns: int, time_scale: float) -> dict[str, Any]:
+        """Put the scenario on an experiment clock (``POST /admin/clock``); the admin state."""
+        return set_clock(self.url, origin_ns, time_scale)
 
     def get_config(self) -> dict[str, Any]:
         """``GET /admin/config``: profile, seed, uptime and current parameters."""

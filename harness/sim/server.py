@@ -2,9 +2,18 @@
 
 Endpoints: ``POST /v1/chat/completions``, ``POST /v1/completions`` (streaming SSE or not),
 ``GET /v1/models``, ``GET /health``, ``GET /version``, ``GET /metrics`` (Prometheus, vLLM
-names), ``GET|POST /admin/config`` (read / change parameters while running), and on the vllm
-profile ``POST /tokenize`` (vLLM's: at the server root; the prompt count with the chat
-template). ``send_usage=false`` leaves usage out of every response.
+names), ``GET|POST /admin/config`` (read / change parameters while running), ``GET|POST
+/admin/clock`` (the experiment clock the scenario runs on), and on the vllm profile ``POST
+/tokenize`` (vLLM's: at the server root; the prompt count with the chat template).
+``send_usage=false`` leaves usage out of every response; ``response_model`` and
+``system_fingerprint`` say what served a response, in every chunk and body.
+
+The scenario timeline (:mod:`harness.sim.settings`) runs on the experiment clock: seconds
+since the server started (scale 1) until ``POST /admin/clock {"origin_ns", "time_scale"}``
+sets experiment time to ``(time.time_ns() - origin_ns) / 1e9 * time_scale`` seconds. Steps
+fire in order when experiment time reaches their ``at_s``; setting the clock fires at once
+(in order) every step already passed, so a resumed month re-creates its state, and
+reschedules the rest. It may be set again: steps that fired stay applied.
 
 Profile ``vllm``: every accepted request becomes an engine :class:`~harness.sim.engine.Sequence`
 after ``api_overhead_ms``; one :class:`EngineDriver` steps the engine against the wall clock and
@@ -49,7 +58,7 @@ from .params import (
     params_to_dict,
     trial_params,
 )
-from .settings import SimSettings
+from .settings import DAY_S, SimSettings, check_clock
 from .tokens import (
     VOCAB_PIECES,
     WALK,
@@ -196,6 +205,11 @@ class SimServer:
         self.server: asyncio.AbstractServer | None = None
         self.t0 = 0.0
         self.applied: list[bool] = [False] * len(settings.scenario)
+        self.fired = 0  # scenario steps (in time order) that have fired, applied or not
+        self.fired_at: list[float | None] = [None] * len(settings.scenario)  # experiment s
+        self._step_timer: asyncio.TimerHandle | None = None
+        self.clock_origin_ns: int | None = None  # None: experiment time = seconds since start
+        self.time_scale = 1.0
         self.active = 0  # requests accepted and not finished
         self.engine: Engine | None = None
         self.driver: EngineDriver | None = None
@@ -203,6 +217,14 @@ class SimServer:
         self._wheel: dict[int, list[Completion]] = {}
         if isinstance(self.params, VllmParams):
             self.engine = Engine(self.params, settings.seed)
+        self._check_categories(self.params.category_accuracy, self.answers, "params")
+        for step in settings.scenario:
+            if "category_accuracy" in step.params and "eval_files" not in step.params:
+                self._check_categories(
+                    step.params["category_accuracy"],
+                    self.answers,
+                    f"scenario step at {step.at_s:.10g} s (day {step.at_s / DAY_S:.4g})",
+                )
         self.routes = {
             "/v1/chat/completions": ("POST", lambda r, c: self.completion(r, c, True)),
             "/v1/completions": ("POST", lambda r, c: self.completion(r, c, False)),
@@ -214,6 +236,7 @@ class SimServer:
             ),
             "/metrics": ("GET", self.metrics_endpoint),
             "/admin/config": ("GET|POST", self.admin),
+            "/admin/clock": ("GET|POST", self.admin_clock),
         }
         if self.profile == "vllm":  # vLLM serves it at the root, not under /v1
             self.routes["/tokenize"] = ("POST", self.tokenize)
@@ -232,8 +255,10 @@ class SimServer:
         self.t0 = loop.time()
         if self.engine is not None:
             self.driver = EngineDriver(self.engine, loop, self._on_step)
-        for i, step in enumerate(self.settings.scenario):
-            loop.call_at(self.t0 + step.at_s, self._apply_scenario, i)
+        if self.settings.clock_origin_ns is not None:
+            self.set_clock(self.settings.clock_origin_ns, self.settings.time_scale)
+        else:
+            self._advance()
         addr = self.server.sockets[0].getsockname()
         return addr[0], addr[1]
 
@@ -246,10 +271,53 @@ class SimServer:
                 conn.transport.abort()
         if self.driver is not None:
             self.driver.stop()
+        if self._step_timer is not None:
+            self._step_timer.cancel()
+
+    # -- the experiment clock and the scenario --------------------------------------------
+    def experiment_s(self) -> float:
+        """Experiment time in seconds: ``(time.time_ns() - origin_ns) / 1e9 * time_scale``
+        once a clock is set, else seconds since the server started."""
+        if self.clock_origin_ns is None:
+            return self.loop.time() - self.t0 if self.loop is not None else 0.0
+        return (time.time_ns() - self.clock_origin_ns) / 1e9 * self.time_scale
+
+    def set_clock(self, origin_ns: int, time_scale: float) -> None:
+        """Put the scenario on the experiment clock ``(origin_ns, time_scale)``: steps already
+        passed fire now, in order; the next one is rescheduled. Raises ParamError."""
+        self.clock_origin_ns, self.time_scale = check_clock(origin_ns, time_scale)
+        log.info(
+            "experiment clock: origin %d ns, time scale %g (now %.1f s)",
+            origin_ns,
+            time_scale,
+            self.experiment_s(),
+        )
+        self._advance()
+
+    def _advance(self) -> None:
+        """Fire every scenario step that is due (in order), then set one timer for the next:
+        one timer at a time, so steps never fire out of order and a new clock reschedules."""
+        if self._step_timer is not None:
+            self._step_timer.cancel()
+            self._step_timer = None
+        steps = self.settings.scenario
+        while self.fired < len(steps) and steps[self.fired].at_s <= (now := self.experiment_s()):
+            self.fired_at[self.fired] = now
+            self._apply_scenario(self.fired)
+            self.fired += 1
+        if self.fired < len(steps) and self.loop is not None:
+            wait = (steps[self.fired].at_s - self.experiment_s()) / self.time_scale
+            self._step_timer = self.loop.call_later(max(wait, 0.001), self._advance)
 
     def _apply_scenario(self, i: int) -> None:
         step = self.settings.scenario[i]
-        log.info("scenario at %.1f s: %s %s", step.at_s, step.params, step.note)
+        log.info(
+            "scenario at %.1f s (day %.2f): %s %s",
+            step.at_s,
+            step.at_s / DAY_S,
+            step.params,
+            step.note,
+        )
         try:
             self._set_params(step.params)
         except ParamError as exc:  # e.g. a malformed eval file: nothing is changed
@@ -265,8 +333,24 @@ class SimServer:
         p = self.params
         if (trial.reference_answers, trial.eval_files) != (p.reference_answers, p.eval_files):
             answers = self._load_answers(trial)
+        if "category_accuracy" in clean:
+            self._check_categories(clean["category_accuracy"], answers, "parameter")
         commit_params(self.params, clean)
         self.answers = answers
+
+    @staticmethod
+    def _check_categories(
+        category_accuracy: dict[str, float], answers: AnswerBook | None, where: str
+    ) -> None:
+        """ParamError for a category no loaded eval item has (a typo would change nothing)."""
+        if answers is None or not category_accuracy:
+            return
+        unknown = sorted(set(category_accuracy) - set(answers.by_category))
+        if unknown:
+            raise ParamError(
+                f"{where} 'category_accuracy': unknown categories {unknown}; the eval items "
+                f"have {sorted(answers.by_category)}"
+            )
 
     @staticmethod
     def _load_answers(params: CommonParams) -> AnswerBook | None:
@@ -365,12 +449,67 @@ class SimServer:
             "profile": self.profile,
             "seed": self.seed,
             "uptime_s": now - self.t0,
+            "clock": self.clock_state(),
             "params": params_to_dict(self.params),
             "scenario": [
-                {"at_s": s.at_s, "params": s.params, "note": s.note, "applied": a}
-                for s, a in zip(self.settings.scenario, self.applied, strict=True)
+                {
+                    "at_s": s.at_s,
+                    "at_day": s.at_s / DAY_S,
+                    "params": s.params,
+                    "note": s.note,
+                    "applied": a,
+                    "fired_at_s": self.fired_at[i],  # experiment time it fired (None: not yet)
+                }
+                for i, (s, a) in enumerate(zip(self.settings.scenario, self.applied, strict=True))
             ],
         }
+
+    def clock_state(self) -> dict[str, Any]:
+        """The experiment clock: origin (None: seconds since start), scale and time now."""
+        now = self.experiment_s()
+        return {
+            "origin_ns": self.clock_origin_ns,
+            "time_scale": self.time_scale,
+            "experiment_s": now,
+            "experiment_day": now / DAY_S,
+        }
+
+    def admin_clock(self, req: Request, conn: Connection) -> None:
+        """``POST /admin/clock {"origin_ns": int, "time_scale": float (default 1)}``: put the
+        scenario on that experiment clock; answers :meth:`admin_state` (GET: no change)."""
+        hdrs = self._hdr(req)
+        if req.method == "POST":
+            try:
+                body = orjson.loads(req.body or b"{}")
+            except orjson.JSONDecodeError as exc:
+                return self.error(conn, hdrs, ApiError(400, f"invalid JSON body: {exc}"))
+            if not isinstance(body, dict) or "origin_ns" not in body:
+                return self.error(
+                    conn,
+                    hdrs,
+                    ApiError(
+                        400,
+                        'expected {"origin_ns": <int UTC ns>, "time_scale": <float>}, '
+                        f"got {body!r}",
+                        code="invalid_param",
+                    ),
+                )
+            extra = sorted(set(body) - {"origin_ns", "time_scale"})
+            if extra:
+                return self.error(
+                    conn,
+                    hdrs,
+                    ApiError(
+                        400,
+                        f"clock: unknown keys {extra}; expected origin_ns, time_scale",
+                        code="invalid_param",
+                    ),
+                )
+            try:
+                self.set_clock(body["origin_ns"], body.get("time_scale", 1.0))
+            except ParamError as exc:
+                return self.error(conn, hdrs, ApiError(400, str(exc), code="invalid_param"))
+        conn.send(200, orjson.dumps(self.admin_state()), hdrs)
 
     def admin(self, req: Request, conn: Connection) -> None:
         hdrs = self._hdr(req)
@@ -579,7 +718,7 @@ class SimServer:
             reply = self.answers.reply(
                 item,
                 self.seed,
-                accuracy=p.accuracy,
+                accuracy=p.category_accuracy.get(item.category, p.accuracy),
                 item_correlation=p.item_correlation,
                 refusal_rate=p.refusal_rate,
                 format_break_rate=p.format_break_rate,
@@ -837,6 +976,8 @@ class Completion:
         "off",
         "plen",
         "tail",
+        "served",
+        "fingerprint",
     )
 
     def __init__(
@@ -867,7 +1008,13 @@ class Completion:
         self.t_last = t0
         self.done = False
         self.rng = rng  # this request's latency draws
-        head = orjson.dumps(self.rid).decode(), orjson.dumps(srv.params.model).decode()
+        p = srv.params
+        self.served = p.response_model or p.model  # what the responses say served them
+        self.fingerprint = p.system_fingerprint
+        model = orjson.dumps(self.served).decode()
+        if self.fingerprint is not None:  # after "model", as OpenAI sends it
+            model += ',"system_fingerprint":' + orjson.dumps(self.fingerprint).decode()
+        head = orjson.dumps(self.rid).decode(), model
         if q.chat:
             self.pre = (
                 f'data: {{"id":{head[0]},"object":"chat.completion.chunk","created":'
@@ -1081,14 +1228,16 @@ class Completion:
             out += frame(empty)
         if self.q.include_usage and self.srv.params.send_usage:
             obj = "chat.completion.chunk" if self.q.chat else "text_completion"
-            usage = {
+            usage: dict[str, Any] = {
                 "id": self.rid,
                 "object": obj,
                 "created": self.created,
-                "model": self.srv.params.model,
-                "choices": [],
-                "usage": self._usage(),
+                "model": self.served,
             }
+            if self.fingerprint is not None:
+                usage["system_fingerprint"] = self.fingerprint
+            usage["choices"] = []
+            usage["usage"] = self._usage()
             out += frame(b"data: " + orjson.dumps(usage) + b"\n\n")
         return out + frame(DONE)
 
@@ -1105,13 +1254,15 @@ class Completion:
         else:
             choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": self.reason}
             obj = "text_completion"
-        out = {
+        out: dict[str, Any] = {
             "id": self.rid,
             "object": obj,
             "created": self.created,
-            "model": self.srv.params.model,
-            "choices": [choice],
+            "model": self.served,
         }
+        if self.fingerprint is not None:
+            out["system_fingerprint"] = self.fingerprint
+        out["choices"] = [choice]
         if self.srv.params.send_usage:
             out["usage"] = self._usage()
         return orjson.dumps(out)

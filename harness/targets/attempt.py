@@ -38,6 +38,9 @@ class Attempt:
         "retry_after_s",
         "error_type",
         "error_message",
+        "response_model",
+        "system_fingerprint",
+        "meta_open",
     )
 
     def __init__(self, t_scheduled_wall: int) -> None:
@@ -56,6 +59,9 @@ class Attempt:
         self.retry_after_s: float | None = None
         self.error_type: str | None = None
         self.error_message: str | None = None
+        self.response_model: str | None = None  # the ``model`` the server says served it
+        self.system_fingerprint: str | None = None
+        self.meta_open = True  # still looking for them (see note_meta)
 
     def fail(self, error_type: str, message: str, http_status: int | None = None) -> None:
         self.t_error = clock.perf_ns()
@@ -94,10 +100,25 @@ def cut_short_message(att: Attempt) -> str:
     return f"connection closed mid-stream after {len(att.times)} content chunks"
 
 
+def note_meta(att: Attempt, model: Any, fingerprint: Any) -> None:
+    """Record what the server says served the response: its ``model`` and
+    ``system_fingerprint``, from the first chunk (or the body) that names a model. OpenAI and
+    vLLM send both, when there is a fingerprint, in every chunk, so the search ends there
+    (one flag test per later chunk on the hot path); a chunk before it with an empty model
+    (a prompt-filter chunk, say) can still give the fingerprint."""
+    if fingerprint and att.system_fingerprint is None and type(fingerprint) is str:
+        att.system_fingerprint = fingerprint
+    if model and type(model) is str:
+        att.response_model = model
+        att.meta_open = False
+
+
 def apply_chunk(att: Attempt, obj: Any, t: int, chat: bool) -> None:
     """Fold one parsed SSE JSON chunk (OpenAI chat/completions shape) into ``att``."""
     if type(obj) is not dict:
         raise AttemptError("bad_response", f"SSE data is not a JSON object: {str(obj)[:200]}")
+    if att.meta_open:
+        note_meta(att, obj.get("model"), obj.get("system_fingerprint"))
     choices = obj.get("choices")
     if choices:
         c0 = choices[0]
@@ -133,6 +154,7 @@ def apply_body(att: Attempt, obj: Any, t: int, chat: bool) -> None:
     ``att``: all of it arrived at ``t``, so it is one content "chunk" (TTFT equals E2E)."""
     if type(obj) is not dict:
         raise AttemptError("bad_response", f"response body is not a JSON object: {str(obj)[:200]}")
+    note_meta(att, obj.get("model"), obj.get("system_fingerprint"))
     choices = obj.get("choices")
     if not choices:
         if is_error_chunk(obj):
@@ -394,4 +416,6 @@ def build_record(
         finish_reason=att.finish_reason,
         output_text=text,
         reference_answer=item.reference_answer,
+        response_model=att.response_model,
+        system_fingerprint=att.system_fingerprint,
     )

@@ -45,6 +45,7 @@ from harness.targets.attempt import (
     apply_body,
     cut_short_message,
     is_error_chunk,
+    note_meta,
     stream_error,
 )
 from harness.targets.client import YIELD_BYTES, ArmClient, cooperative_pause
@@ -271,6 +272,12 @@ class SdkClient(ArmClient):
                 pass
             for chunk in stream:
                 t = perf()
+                if att.meta_open:  # what served it, from the first chunk naming a model
+                    note_meta(
+                        att,
+                        getattr(chunk, "model", None),
+                        getattr(chunk, "system_fingerprint", None),
+                    )
                 choices = getattr(chunk, "choices", None)
                 if choices:
                     c0 = choices[0]

@@ -31,6 +31,8 @@ class WorkItem:
     conversation_id: str | None = None  # multi-turn: conversation and turn (0-based)
     turn: int | None = None
     expected_prompt_tokens: int | None = None  # generator's intended input length, if known
+    # labels of the item (JSONL/eval ``tags``), e.g. ("pii",): a router's rules read them
+    tags: tuple[str, ...] = ()
 
     def prompt_text(self) -> str:
         """The prompt as one string (completions API), joined from messages when needed."""

@@ -6,7 +6,8 @@ the simulator's item hardness), ``format`` (the expected form of the answer, one
 :data:`FORMATS`; default from the answer, :func:`infer_format`), ``schema`` (a JSON schema
 the answer must satisfy; implies format ``json``), ``regex`` (a pattern the output must
 match), ``tolerance`` (absolute tolerance of a numeric answer, >= 0) and ``scorers`` (a list
-of scorer names replacing the defaults for the item's format)). An item is sent as one user
+of scorer names replacing the defaults for the item's format)), and ``tags`` (a list of
+labels, e.g. ``["pii"]``, that a router arm's rules read: :mod:`harness.routing`). An item is sent as one user
 message holding ``prompt`` verbatim: the simulator's reference-answers mode answers when the last user message, stripped, equals an
 item's prompt, so the text must not be wrapped or templated. Items carry
 ``reference_answer=answer``, ``slice="eval:<category>"``, ``sample_id=id`` and a small
@@ -47,6 +48,7 @@ EVAL_KEYS = (
     "regex",
     "tolerance",
     "scorers",
+    "tags",
 )
 #: Expected forms of an answer: a bare number, yes/no, a short phrase (a few words on one
 #: line), a JSON value (with ``schema``: valid against it), or free text.
@@ -83,6 +85,7 @@ class EvalLine:
     regex: str | None = None  # the output must match it (re.search)
     tolerance: float | None = None  # absolute tolerance of a numeric answer
     scorers: tuple[str, ...] | None = None  # scorer names replacing the format's defaults
+    tags: tuple[str, ...] = ()  # labels (e.g. "pii"): a router's rules read them
 
 
 def _number(f: LineFields, key: str, lo: float, hi: float | None) -> float | None:
@@ -207,6 +210,7 @@ def read_eval_file(file: Path, ids: dict[str, str] | None = None) -> Iterator[Ev
             f.pos_int("max_tokens"),
             f.where,
             **_scoring_fields(f, answer),
+            tags=f.tags(),
         )
 
 
@@ -241,6 +245,7 @@ def load_eval_workload(cfg: WorkloadConfig, root: Path) -> ListWorkload:
                     slice=f"eval:{line.category}",
                     workload=cfg.name,
                     reference_answer=line.answer,
+                    tags=line.tags,
                 )
             )
     return ListWorkload(cfg.name, items, shuffle=cfg.shuffle, seed=cfg.seed)

@@ -39,6 +39,7 @@ JSONL_KEYS = (
     "category",
     "answer",
     "reference",
+    "tags",
 )
 _MAXTOK_SALT = 0x3A7
 
@@ -142,6 +143,15 @@ class LineFields:
             out.append({"role": role, "content": content})
         return tuple(out)
 
+    def tags(self, key: str = "tags") -> tuple[str, ...]:
+        """Optional labels of the item (e.g. ``["pii"]``): a list of non-empty strings."""
+        v = self.obj.get(key)
+        if v is None:
+            return ()
+        if not isinstance(v, list) or not all(isinstance(x, str) and x for x in v):
+            raise self.error(f"field {key!r} must be a list of non-empty strings, got {v!r:.60}")
+        return tuple(v)
+
     def check_typos(self, known: tuple[str, ...]) -> None:
         for key in self.obj:
             if key in known:
@@ -207,6 +217,7 @@ def load_jsonl_workload(cfg: WorkloadConfig, root: Path) -> ListWorkload:
                 slice=slice_,
                 workload=cfg.name,
                 reference_answer=answer,
+                tags=f.tags(),
             )
         )
     return ListWorkload(cfg.name, items, shuffle=cfg.shuffle, seed=cfg.seed)

@@ -72,6 +72,12 @@ class Script:
     json_framing: str = "length"
     stream_anyway: bool = False  # answer a stream: false request with a stream
     reasoning: str | None = None  # non-streamed chat: message.reasoning_content
+    # What the server says served it: ``model`` in every chunk / body (default: the requested
+    # model) and ``system_fingerprint`` (sent only when set); ``meta_from``: chunks before
+    # this index carry ``"model": ""`` and no fingerprint (a prompt-filter chunk, say).
+    response_model: str | None = None
+    system_fingerprint: str | None = None
+    meta_from: int = 0
 
 
 class ScriptServer:
@@ -275,7 +281,8 @@ class ScriptServer:
                 await put(b"".join(pending))
                 pending.clear()
 
-        model = (body or {}).get("model", "m")
+        model = s.response_model or (body or {}).get("model", "m")
+        sent = [0]  # chunks built so far (meta_from)
 
         def chunk(text: str | None, finish: str | None = None, role: bool = False) -> str:
             if chat:
@@ -290,7 +297,14 @@ class ScriptServer:
             else:
                 choice = {"index": 0, "text": text or "", "finish_reason": finish}
                 obj = "text_completion"
-            return json.dumps({"id": "c1", "object": obj, "model": model, "choices": [choice]})
+            out: dict[str, Any] = {"id": "c1", "object": obj, "model": model}
+            if sent[0] < s.meta_from:
+                out["model"] = ""
+            elif s.system_fingerprint is not None:
+                out["system_fingerprint"] = s.system_fingerprint
+            sent[0] += 1
+            out["choices"] = [choice]
+            return json.dumps(out)
 
         if s.role_chunk and chat:
             await send(chunk(None, role=True))
@@ -390,7 +404,7 @@ class ScriptServer:
         if s.ttft_s and not (s.bytewise or s.split_at is not None):
             await asyncio.sleep(s.ttft_s)
         text = "".join(s.chunks)
-        model = body.get("model", "m")
+        model = s.response_model or body.get("model", "m")
         if chat:
             msg: dict[str, Any] = {"role": "assistant", "content": text}
             if s.reasoning is not None:
@@ -401,6 +415,8 @@ class ScriptServer:
             choice = {"index": 0, "text": text, "finish_reason": s.finish}
             obj = {"id": "c1", "object": "text_completion", "created": 1}
         obj.update(model=model, choices=[choice])
+        if s.system_fingerprint is not None:
+            obj["system_fingerprint"] = s.system_fingerprint
         if s.usage:
             ct = s.completion_tokens if s.completion_tokens is not None else len(s.chunks)
             obj["usage"] = {

@@ -16,6 +16,7 @@ from tests.targets.scripted_server import Script
 from tests.targets.test_clients import ITEM, _client, _one
 
 _PORT = re.compile(r"127\.0\.0\.1:\d+")
+SERVED = "test-model-2026-01-15"  # a dated snapshot behind the requested alias
 
 HOSTILE = {
     "429": Script(status=429, headers={"Retry-After": "0.01"}),
@@ -92,6 +93,28 @@ HOSTILE = {
     },
     "body-over-max": (Script(event_pad=5000), {"stream": False, "max_event_bytes": 4000}),
     "body-completions": (Script(), {"stream": False, "api": "completions"}),
+    # what the server says served it: model and system_fingerprint, streamed and in a body
+    **{
+        f"meta-{name}": script
+        for name, script in {
+            "stream": Script(response_model=SERVED, system_fingerprint="fp_a1"),
+            "stream-completions": (
+                Script(response_model=SERVED, system_fingerprint="fp_a1"),
+                {"api": "completions"},
+            ),
+            "no-fingerprint": Script(response_model=SERVED),
+            "late": Script(response_model=SERVED, system_fingerprint="fp_a1", meta_from=2),
+            "body": (
+                Script(response_model=SERVED, system_fingerprint="fp_a1"),
+                {"stream": False},
+            ),
+            "body-completions": (
+                Script(response_model=SERVED, system_fingerprint="fp_a1"),
+                {"stream": False, "api": "completions"},
+            ),
+            "after-retry": Script(status=429, headers={"Retry-After": "0.01"}),
+        }.items()
+    },
 }
 
 
@@ -124,6 +147,8 @@ def _rows(server, impl, script):
             "output_text": r.output_text,
             "error_message": _norm(r.error_message),
             "streamed": r.streamed,
+            "response_model": r.response_model,
+            "system_fingerprint": r.system_fingerprint,
             # one JSON body: TTFT is E2E and nothing between tokens was timed (both clients)
             "one_body": (r.ttft_s == r.e2e_s, r.tpot_s, r.itl_s) if not r.streamed else None,
         }
@@ -236,3 +261,36 @@ def test_sdk_connect_timeout_is_worded_as_lean(server, monkeypatch):
     r = _one(c)[0]
     assert r.error_type == "timeout" and "first token" not in r.error_message
     assert r.error_message == f"connect to 127.0.0.1:{server.port} timed out after 2.0 s"
+
+
+@pytest.mark.parametrize("impl", ["lean", "sdk"])
+@pytest.mark.parametrize(
+    ("case", "want"),
+    [
+        ("meta-stream", (SERVED, "fp_a1")),
+        ("meta-stream-completions", (SERVED, "fp_a1")),
+        ("meta-no-fingerprint", (SERVED, None)),
+        ("meta-late", (SERVED, "fp_a1")),  # chunks before it say model "": skipped
+        ("meta-body", (SERVED, "fp_a1")),
+        ("meta-body-completions", (SERVED, "fp_a1")),
+        ("body-ok", ("test-model", None)),  # no snapshot name: the model echoed
+        ("crlf", ("test-model", None)),
+    ],
+)
+def test_rows_record_what_served_them(server, impl, case, want):
+    rows = _rows(server, impl, HOSTILE[case])
+    assert [(r["response_model"], r["system_fingerprint"]) for r in rows] == [want]
+
+
+def test_a_rate_limited_attempt_records_no_model(server):
+    """The 429 attempt carries nothing the server did not say; the retry that was served does."""
+    for impl in ("lean", "sdk"):
+        server.default = Script(response_model=SERVED, system_fingerprint="fp_b2")
+        try:
+            rows = _rows(server, impl, HOSTILE["meta-after-retry"])
+        finally:
+            server.default = Script()
+        assert [(r["response_model"], r["system_fingerprint"]) for r in rows] == [
+            (None, None),
+            (SERVED, "fp_b2"),
+        ], impl

@@ -9,7 +9,9 @@ Categories (120 items each): ``arithmetic`` (sums, differences, products, preced
 ``primality`` ("is N prime?", 60 primes and 60 composites, so always answering one way
 scores 50%), ``unit_conversion`` (answers rounded to 2 decimals, ``tolerance`` 0.005),
 ``fact_lookup`` (capitals, chemical symbols, elements by atomic number, from the tables
-below) and ``json_extraction`` (a sentence -> a JSON object, with its JSON ``schema``).
+below) and ``json_extraction`` (a sentence -> a JSON object, with its JSON ``schema``; the
+40 items about a person, name, age and city, are tagged ``"tags": ["pii"]``, the sensitive
+items a hybrid router keeps on the self-hosted model).
 
 Every item has ``difficulty`` in (0, 1): within a category the items are ranked by a
 hardness score (more digits, carries, affine conversions, less famous facts, distractors)
@@ -355,9 +357,11 @@ def json_extraction(d: Draws) -> list[tuple[float, dict]]:
             continue
         seen.add(prompt)
         hard = style + 0.25 * kind
-        out.append((hard, {"category": "json_extraction", "prompt": prompt,
-                           "answer": json.dumps(obj), "format": "json", "schema": schema,
-                           "max_tokens": 64}))  # fmt: skip
+        fields = {"category": "json_extraction", "prompt": prompt, "answer": json.dumps(obj),
+                  "format": "json", "schema": schema, "max_tokens": 64}  # fmt: skip
+        if kind == 0:  # a person's name, age and home: personal data a router keeps in-house
+            fields["tags"] = ["pii"]
+        out.append((hard, fields))
     return out
 
 
