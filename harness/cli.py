@@ -96,6 +96,10 @@ def _experiment_task(cfg: Any) -> None:
 
     sweep = _sweep_info()
     try:
+        if sweep is not None and cfg.get("resume"):  # one run continues, never a sweep
+            raise ConfigError(
+                f"resume: {cfg.resume!r} continues one run; it cannot be part of a sweep (-m)"
+            )
         run_dir = run_experiment(cfg, sweep=sweep)
     except ConfigError as exc:
         print(f"config error: {redact_text(str(exc))}", file=sys.stderr)

@@ -339,7 +339,59 @@ class RunData:
         load = (m.get("config") or {}).get("load") or {}
         for key in ("rate", "mode", "concurrency", "arrival", "shape"):
             off.setdefault(key, load.get(key))
+        if "expected_arrivals" in off and (self.days is not None or m.get("downtime")):
+            windowed = _offered_in_windows(m, self.clock, self.days)
+            if windowed is None:  # the expected count for these windows is not known
+                for key in ("expected_arrivals", "window_s", "expected_rate"):
+                    off.pop(key, None)
+            else:
+                off["expected_arrivals"], off["window_s"] = windowed
+                off["expected_rate"] = windowed[0] / windowed[1] if windowed[1] > 0 else None
         return off
+
+
+def _offered_in_windows(
+    manifest: dict[str, Any], clock: ExperimentClock | None, days: tuple[int, ...] | None
+) -> tuple[float, float] | None:
+    """``(expected arrivals, window_s)`` over the main phase restricted to ``days`` (a day's
+    report), the expected count without the harness's downtime (a resumed run offered
+    nothing then), from the arrival process itself; None when it cannot be rebuilt."""
+    from dataclasses import fields
+
+    from harness.config import LoadConfig, project_root
+    from harness.load.arrivals import build_schedule
+
+    raw = ((manifest.get("config") or {}).get("load")) or {}
+    try:
+        load = LoadConfig(**{f.name: raw[f.name] for f in fields(LoadConfig) if f.name in raw})
+        process = build_schedule(load, project_root()).process
+    except Exception:
+        return None
+    windows = [(float(load.warmup_s), float(load.duration_s - load.cooldown_s))]
+    if days is not None:
+        if clock is None:
+            return None
+        span = clock.day_s / clock.time_scale  # one experiment day in wall seconds
+        windows = [
+            (max(a, d * span), min(b, (d + 1) * span)) for a, b in windows for d in days
+        ]
+    # the window keeps the gaps (achieved rates are measured over the whole span, gaps
+    # included); the expected count leaves them out (nothing was offered while down)
+    span = sum(b - a for a, b in windows if b > a)
+    origin = clock.origin_ns if clock is not None else manifest.get("t0_ns")
+    for gap in manifest.get("downtime") or []:
+        if origin is None or gap.get("from_ns") is None or gap.get("to_ns") is None:
+            return None
+        lo, hi = (gap["from_ns"] - origin) / 1e9, (gap["to_ns"] - origin) / 1e9
+        cut: list[tuple[float, float]] = []
+        for a, b in windows:
+            cut += [(a, min(b, lo)), (max(a, hi), b)]
+        windows = cut
+    windows = [(a, b) for a, b in windows if b > a]
+    expected = sum(
+        float(process.expected_count(b)) - float(process.expected_count(a)) for a, b in windows
+    )
+    return expected, span
 
 
 def _nan_extreme(arrays: list[np.ndarray], fn) -> float:

@@ -18,7 +18,9 @@ Per day and arm (:func:`daily_entries`):
   :func:`~harness.analysis.metrics.request_e2e`: from ``t_arrival`` to the first token / end
   of the final attempt, retries and backoffs included; a request that finally failed is
   censored, ``+inf``; quantiles type 7 as :func:`harness.analysis.stats.sorted_quantiles`).
-  A quantile that falls among censored values is null.
+  A quantile that falls among censored values is null. ``p50_answered`` /
+  ``p99_answered`` / ``n_answered``: the same over the answered requests only (failures are
+  counted in ``errors``), so a day with more than 1% failures still has a latency figure.
 - ``errors``: requests that finally failed, by the final attempt's ``error_type``;
   ``error_rate = failed requests / requests``; ``attempt_errors``: failed attempts by type.
 - ``tickets``: model failures a user would file a ticket for, one per request at most, from
@@ -64,7 +66,6 @@ from harness.analysis.data import RunData
 from harness.analysis.requests import CANCELLED, FAILED, OK, logical_requests
 from harness.analysis.stats import sorted_quantiles
 from harness.canary.clock import ExperimentClock
-from harness.config import ConfigError
 from harness.cost.model import HOURS_PER_MONTH
 from harness.record.reader import ReaderError, iter_request_parts
 from harness.record.schema import ERROR_TYPES
@@ -289,7 +290,7 @@ def _arm_costs(
     none = {"cost": None, "cum": None, "proj": None}
     try:
         section, spends = run_cost(data)
-    except ConfigError as exc:
+    except (ValueError, OSError) as exc:  # ConfigError/CatalogError are ValueErrors
         return {**none, "basis": f"unavailable: {exc}"}
     block = (section.get("arms") or {}).get(arm) or {}
     role = block.get("role")
@@ -409,9 +410,11 @@ def daily_entries(data: RunData, clock: ExperimentClock, scores: Any = None) -> 
     attempt_errors = _counts_by(np.where(bad_rows, g_row, -1), data.error.astype(np.int64),
                                 n_groups, n_types)  # fmt: skip
 
-    lat = {}
+    lat, answered = {}, {}
     for key, field in (("ttft_s", lr.ttft_s), ("e2e_s", lr.e2e_s)):
         lat[key] = _group_quantiles(g_kept, field, n_groups)
+        answered[key] = _group_quantiles(g_kept, np.where(np.isinf(field), np.nan, field),
+                                         n_groups)  # fmt: skip
 
     table = _scores_table(data, scores)
     sf = _score_frame(data, table, days, day_index)
@@ -421,15 +424,12 @@ def daily_entries(data: RunData, clock: ExperimentClock, scores: Any = None) -> 
     by_cat: list[dict[str, dict[str, dict[str, float]]]] = [{} for _ in range(n_groups)]
     if sf is not None and not sf.empty:
         agg = sf.groupby(["g", "scorer"], sort=True)["value"].agg(["mean", "count"])
-        for (g, scorer), row in agg.iterrows():
-            quality[g][scorer] = float(row["mean"])
-            quality_n[g][scorer] = int(row["count"])
+        for (g, scorer), mean, cnt in zip(agg.index, agg["mean"], agg["count"], strict=True):
+            quality[g][scorer] = float(mean)
+            quality_n[g][scorer] = int(cnt)
         agg = sf.groupby(["g", "scorer", "category"], sort=True)["value"].agg(["mean", "count"])
-        for (g, scorer, cat), row in agg.iterrows():
-            by_cat[g].setdefault(scorer, {})[cat] = {
-                "mean": float(row["mean"]),
-                "n": int(row["count"]),
-            }
+        for (g, scorer, cat), mean, cnt in zip(agg.index, agg["mean"], agg["count"], strict=True):
+            by_cat[g].setdefault(scorer, {})[cat] = {"mean": float(mean), "n": int(cnt)}
 
     ex = _extras(data)
     rows = np.flatnonzero(g_row >= 0)
@@ -468,6 +468,10 @@ def daily_entries(data: RunData, clock: ExperimentClock, scores: Any = None) -> 
                 block[key] = {name: _num(qv[g, j]) for j, (name, _) in enumerate(DAILY_QUANTILES)}
                 block[key]["n"] = int(cnt[g])
                 block[key]["censored"] = int(cens[g])
+                a_cnt, _, a_qv = answered[key]
+                for j, (name, _) in enumerate(DAILY_QUANTILES):
+                    block[key][f"{name}_answered"] = _num(a_qv[g, j])
+                block[key]["n_answered"] = int(a_cnt[g])
             block.update({
                 "errors": errs,
                 "error_rate": sum(errs.values()) / n if n else None,
@@ -543,7 +547,8 @@ def daily_frame(entries: list[dict]) -> pd.DataFrame:
 
     Metric names: ``requests``, ``ok``, ``cancelled``, ``attempts``, ``error_rate``,
     ``tickets_total``, ``cost_usd``, ``cumulative_usd``, ``projected_monthly_usd``,
-    ``ttft_p50`` ``ttft_p99`` ``ttft_n`` ``ttft_censored`` (same for ``e2e_``),
+    ``ttft_p50`` ``ttft_p99`` ``ttft_n`` ``ttft_censored`` ``ttft_p50_answered``
+    ``ttft_p99_answered`` ``ttft_n_answered`` (same for ``e2e_``),
     ``retry_rate`` (the share), ``attempts_per_request``, ``errors:<type>``,
     ``attempt_errors:<type>``, ``tickets:<type>``, ``quality:<scorer>``,
     ``quality_n:<scorer>``, ``quality:<scorer>:<category>``, ``quality_n:<scorer>:<category>``.

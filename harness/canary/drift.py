@@ -5,8 +5,9 @@ Stages, in order (:func:`drift_section`):
 
 1. **Series.** Each watched metric (``canary.drift.metrics``, :data:`SERIES`) is a daily
    series of one arm, read from the daily entries (:mod:`harness.canary.daily`) with the
-   day's count ``n``: ``ttft_p99`` / ``e2e_p99`` (``request_ttft_s`` / ``request_e2e_s`` p99,
-   ``n`` requests; a day whose p99 is censored is skipped), ``error_rate`` and
+   day's count ``n``: ``ttft_p99`` / ``e2e_p99`` (``request_ttft_s`` / ``request_e2e_s`` p99 of
+   the day's answered requests, ``n`` of them: failures are watched by ``error_rate``, and a
+   censored p99 would leave no figure on a day with over 1% failures), ``error_rate`` and
    ``retry_rate`` (proportions of the day's requests), ``quality`` (the headline accuracy
    scorer, the first of :data:`HEADLINE_SCORERS` the run has; ``quality:<scorer>`` names
    one), ``n`` scored answers.
@@ -31,11 +32,13 @@ Stages, in order (:func:`drift_section`):
      and ``z_t = Phi^-1(F_{t, m-1}(T_t))``: the exact small-sample correction (Student t to
      normal) for normal days.
 
-   The detector arms once ``baseline_days`` days are in. Standardising against only the
-   first ``baseline_days`` days and freezing them was measured and rejected: with 5 days the
-   error of the baseline mean persists for the whole month, so the threshold that keeps the
-   false alarms at 0.4% a month had to be 3-9 times higher and a 3-sd step on day 15 was
-   caught in 5-13% of months (self-starting: 88-100%).
+   The detector arms once ``baseline_days`` days are in. A monitored day then joins the
+   reference clipped to :data:`CLIP_SD` of its sd, so that a large shift cannot drag the
+   mean and spread after itself before the alarm (unclipped, a tripled p99 was missed).
+   Standardising against only the first ``baseline_days`` days, frozen, was measured and
+   rejected: with 5 AR(1) days the error of the baseline mean persists all month, so the
+   threshold for 0.4% false alarms a month was ``h = 90`` instead of 11 and a 3-sd step on
+   day 15 was caught in 13% of months (self-starting: 79% empirical, 99% binomial).
 3. **Online detector**: two-sided CUSUM (Page 1954, "Continuous inspection schemes",
    *Biometrika* 41: 100-115) on ``z``: ``C+_t = max(0, C+_{t-1} + z_t - k)``,
    ``C-_t = max(0, C-_{t-1} - z_t - k)``, alarm on the first day ``max(C+, C-) > h``;
@@ -93,6 +96,8 @@ K_REF = 0.5
 ASSUMED_AR = 0.3
 #: The planned month: thresholds are calibrated for at least this many days.
 PLANNED_DAYS = 30
+#: A monitored day joins the reference (mean, spread) clipped to this many of its sds.
+CLIP_SD = 3.0
 #: Simulated paths per threshold and the seed they come from.
 CALIBRATION_PATHS = 100_000
 CALIBRATION_SEED = 11
@@ -124,10 +129,10 @@ class SeriesKind:
 
 #: Watched metrics (besides ``quality`` / ``quality:<scorer>``, see :func:`series_kind`).
 SERIES: dict[str, SeriesKind] = {
-    "ttft_p99": SeriesKind("ttft_p99", "ttft_n", "log", "empirical", 0.3),
-    "e2e_p99": SeriesKind("e2e_p99", "e2e_n", "log", "empirical", 0.3),
-    "ttft_p50": SeriesKind("ttft_p50", "ttft_n", "log", "empirical", 0.3),
-    "e2e_p50": SeriesKind("e2e_p50", "e2e_n", "log", "empirical", 0.3),
+    "ttft_p99": SeriesKind("ttft_p99_answered", "ttft_n_answered", "log", "empirical", 0.3),
+    "e2e_p99": SeriesKind("e2e_p99_answered", "e2e_n_answered", "log", "empirical", 0.3),
+    "ttft_p50": SeriesKind("ttft_p50_answered", "ttft_n_answered", "log", "empirical", 0.3),
+    "e2e_p50": SeriesKind("e2e_p50_answered", "e2e_n_answered", "log", "empirical", 0.3),
     "error_rate": SeriesKind("error_rate", "requests", "arcsine", "empirical", 1.0),
     "retry_rate": SeriesKind("retry_rate", "requests", "arcsine", "empirical", 1.0),
 }
@@ -209,6 +214,7 @@ def standardise(y: np.ndarray, w: np.ndarray, noise: str, baseline_days: int,
     for t in range(n_t):
         v = valid[:, t]
         armed = v & (m >= baseline_days)
+        y_upd = yc[:, t]
         if armed.any():
             with np.errstate(invalid="ignore", divide="ignore"):
                 mu = swy / sw
@@ -220,16 +226,23 @@ def standardise(y: np.ndarray, w: np.ndarray, noise: str, baseline_days: int,
                         empirical[new] = p < DISPERSION_P
                         decided |= new
                 dev = yc[:, t] - mu
+                sd = 1.0 / np.sqrt(wv[:, t])  # the day's sd (known variance) ...
                 spread = np.sqrt(1.0 / wv[:, t] + 1.0 / sw)
-                zt = dev / spread  # known variance
+                zt = dev / spread
                 emp = armed & empirical
                 if emp.any():
                     s = np.maximum(np.sqrt(ss[emp] / np.maximum(m[emp] - 1, 1.0)), floor)
                     zt[emp] = _t_to_z(zt[emp] / s, m[emp] - 1)
+                    sd[emp] *= s  # ... or as estimated
+                # the day joins the reference clipped to CLIP_SD of its sd: a large shift
+                # cannot drag the reference after itself before the alarm
+                lim = CLIP_SD * sd
+                y_upd = np.where(armed, mu + np.clip(dev, -lim, lim), yc[:, t])
             z[:, t] = np.where(armed, zt, np.nan)
+        y_upd = np.where(v, y_upd, 0.0)
         sw += wv[:, t]
-        swy += wv[:, t] * yc[:, t]
-        swyy += wv[:, t] * yc[:, t] ** 2
+        swy += wv[:, t] * y_upd
+        swyy += wv[:, t] * y_upd**2
         m += v
     return z, empirical
 
@@ -433,7 +446,11 @@ def _series_table(frame: pd.DataFrame, days: np.ndarray) -> dict[tuple[str, str]
 
 def _get(table: dict[tuple[str, str], np.ndarray], arm: str, metric: str, n_days: int
          ) -> np.ndarray:  # fmt: skip
+    """One arm's series; an ``..._answered`` figure falls back to the plain one (entries
+    written without it)."""
     v = table.get((arm, metric))
+    if v is None and metric.endswith("_answered"):
+        v = table.get((arm, metric.removesuffix("_answered")))
     return v if v is not None else np.full(n_days, np.nan)
 
 
@@ -542,8 +559,15 @@ def drift_section(entries: list[dict], *, api_arm: str | None, control_arm: str 
             xa = _get(table, api_arm, kind.value, days.size)
             xc = _get(table, control_arm, kind.value, days.size)
             out["attribution"].append(
-                _attribute(metric, days, xa, xc, results[(api_arm, metric)],
-                           results[(control_arm, metric)], cfg)  # fmt: skip
+                _attribute(
+                    metric,
+                    days,
+                    xa,
+                    xc,
+                    results[(api_arm, metric)],
+                    results[(control_arm, metric)],
+                    cfg,
+                )  # fmt: skip
             )
     return out
 

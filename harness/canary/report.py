@@ -36,7 +36,6 @@ from harness.canary.section import (
     canary_section,
     monthly_costs,
 )
-from harness.cost.report import _money_ticks, usd
 from harness.report import fmt
 from harness.report import html as h
 from harness.report.markdown import md_escape, md_table
@@ -503,7 +502,7 @@ def _drift_lines(s: Summary, c: dict[str, Any]) -> list[str]:
                    f"{f.get('from')} -> {f.get('to')}")  # fmt: skip
     if not alarms(s):
         out.insert(0, f"no drift alarm (threshold: one false alarm per "
-                      f"{fmt.num(d.get('false_alarm_days'))} days per series)")  # fmt: skip
+                      f"{fmt.num(d.get('false_alarm_days'))} days across all watched series)")  # fmt: skip
     return out
 
 
@@ -607,7 +606,7 @@ def _html(s: Summary, plots: list[PlotRef]) -> list[Any]:
     if d.get("series"):
         parts += [h.Safe("<h3>Drift detection</h3>"),
                   h.p(f"CUSUM threshold h = {_h_text(d.get('h'))}, k = {fmt.num(d.get('k'))}: "
-                      f"one false alarm per {fmt.num(d.get('false_alarm_days'))} days per series."),
+                      f"one false alarm per {fmt.num(d.get('false_alarm_days'))} days across all watched series."),
                   h.table(DRIFT_HEAD, drift_rows(d["series"]))]  # fmt: skip
     if d.get("attribution"):
         parts.append(h.table(ATTR_HEAD, attribution_rows(d["attribution"])))
@@ -652,6 +651,18 @@ def _memo(s: Summary) -> list[str]:
 
 def _compute(data: RunData, s: Summary) -> dict[str, Any] | None:
     return canary_section(data, s)
+
+
+def usd(x: Any) -> str:
+    from harness.cost.report import usd as cost_usd  # not at import: cost.report imports us
+
+    return cost_usd(x)
+
+
+def _money_ticks(x: float, pos: int) -> str:
+    from harness.cost.report import _money_ticks as ticks
+
+    return ticks(x, pos)
 
 
 register_section(

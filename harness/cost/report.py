@@ -15,7 +15,7 @@ from harness.cost.section import cost_section
 from harness.report import html as h
 from harness.report.markdown import md_escape, md_table
 from harness.report.plots import PlotRef, PlotWriter
-from harness.report.sections import Section, Summary, register_section
+from harness.report.sections import SECTIONS, Section, Summary, register_section
 
 
 def usd(x: Any) -> str:
@@ -145,10 +145,26 @@ def _arm_rows(c: dict[str, Any]) -> list[list[Any]]:
                       f"compute {usd(b['compute_usd'])} + fixed {usd(b['fixed_usd'])}, "
                       f"{usd(b['usd_per_1m_output_tokens'])} per 1M output tokens; capacity "
                       f"{b['capacity_rps']:.3g} req/s ({b['capacity_source']})")  # fmt: skip
+        elif b.get("role") == "router":
+            detail = _router_text(b)
         else:
             detail = "not costed"
         rows.append([arm, b.get("role") or "?", usd(b.get("monthly_total_usd")), detail])
     return rows
+
+
+def _router_text(b: dict[str, Any]) -> str:
+    """A router arm's month: its API attempts priced by the arm they went to, plus the
+    self-hosted arm carrying the share of requests it served."""
+    routes = b.get("routes") or {}
+    api = [f"{md_escape(a)} for {_pct(r.get('request_share'))} of requests"
+           for a, r in routes.items() if r.get("role") == "api"]  # fmt: skip
+    lo, hi = b.get("usd_per_call_ci") or (None, None)
+    ci = f" (CI {usd(lo)} to {usd(hi)})" if lo is not None and hi is not None else ""
+    return (f"routes to {', '.join(api) or 'no API arm'}: {usd(b.get('usd_per_call'))} of API "
+            f"per call{ci} = {usd(b.get('api_monthly_usd'))}/month; self-hosted for "
+            f"{_pct(b.get('selfhost_share'))} of requests = "
+            f"{usd(b.get('selfhost_monthly_usd'))}/month")  # fmt: skip
 
 
 def _pct(x: Any) -> str:
@@ -223,6 +239,10 @@ def _memo(s: Summary) -> list[str]:
     if words:
         text = "; ".join(words)
         lines.append(text[:1].upper() + text[1:] + ". " + md_escape(_be_text(c), 600))
+    for a, b in c["arms"].items():
+        if b.get("role") == "router":
+            lines += ["", f"Router arm {md_escape(a)}: {usd(b.get('monthly_total_usd'))} per "
+                          f"month, measured live: {_router_text(b)}."]  # fmt: skip
     if c.get("hybrid"):
         lines += ["", *md_table(["share self-hosted", "per month"],
                                 [[f"{x['share_selfhosted']:.0%}", usd(x["monthly_total_usd"])]
@@ -241,6 +261,8 @@ def _memo(s: Summary) -> list[str]:
     return lines
 
 
+# before the canary section (it reads the cost), whichever module was imported first
 register_section(
-    Section("cost", "Cost", cost_section, plots=_plots, html=_html, memo=_memo, memo_rank=15)
+    Section("cost", "Cost", cost_section, plots=_plots, html=_html, memo=_memo, memo_rank=15),
+    before="canary" if any(s.key == "canary" for s in SECTIONS) else "caveats",
 )

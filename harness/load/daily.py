@@ -60,8 +60,11 @@ class DailyReports:
         n_days: int,
         grace_s: float,
         command: Callable[[Path, int], list[str]] | None = None,
+        written: list[int] | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
         self.command = command or report_command
+        self.on_change = on_change  # called when a child ends (the runner saves the manifest)
         self.run_dir = run_dir
         self.root = root
         self.clock = clock
@@ -71,13 +74,9 @@ class DailyReports:
         self.pending: list[int] = []
         self.proc: subprocess.Popen | None = None
         self.proc_day: int | None = None
-        self.written: list[int] = []
+        self.written: list[int] = sorted(set(written or []))  # by earlier segments too
         self.failed: list[int] = []
         self.log_path = run_dir / "daily_reports.log"
-
-    def skip_to(self, day: int) -> None:
-        """Days before ``day`` were reported by an earlier segment."""
-        self.next_day = max(self.next_day, day)
 
     def _ended_by(self, wall_ns: int) -> int:
         """How many days had ended at ``wall_ns`` (capped at the run's days)."""
@@ -85,13 +84,17 @@ class DailyReports:
 
     def due(self, end_ns: int) -> bool:
         """Whether a day that ended by ``end_ns`` is not yet queued."""
-        return self.next_day < self._ended_by(end_ns)
+        return any(d not in self.written for d in range(self.next_day, self._ended_by(end_ns)))
+
+    def _queue(self, ended: int) -> None:
+        """Queue the days before ``ended`` with no report yet (an earlier segment's too)."""
+        while self.next_day < ended:
+            if self.next_day not in self.written:
+                self.pending.append(self.next_day)
+            self.next_day += 1
 
     def tick(self, now_ns: int) -> None:
-        ended = self._ended_by(now_ns - self.grace_ns)
-        while self.next_day < ended:
-            self.pending.append(self.next_day)
-            self.next_day += 1
+        self._queue(self._ended_by(now_ns - self.grace_ns))
         self._poll()
 
     def _poll(self) -> None:
@@ -113,6 +116,11 @@ class DailyReports:
                 "the daily report for day %s failed (exit %s; see %s); the run goes on",
                 day, rc, self.log_path,
             )  # fmt: skip
+        if self.on_change is not None:
+            try:
+                self.on_change()
+            except Exception:
+                log.debug("saving the daily report state failed", exc_info=True)
 
     def _spawn(self, day: int) -> None:
         cmd = [sys.executable, "-c", _NICE_EXEC, *self.command(self.run_dir, day)]
@@ -136,10 +144,7 @@ class DailyReports:
     def close(self, end_ns: int, *, wait_s: float, stop: Any = lambda: False) -> None:
         """Report the days ended by ``end_ns`` (within ``wait_s``, until ``stop()``), then
         reap the child."""
-        ended = self._ended_by(end_ns)
-        while self.next_day < ended:
-            self.pending.append(self.next_day)
-            self.next_day += 1
+        self._queue(self._ended_by(end_ns))
         deadline = time.monotonic() + wait_s
         while (self.proc is not None or self.pending) and time.monotonic() < deadline:
             if stop():
@@ -159,9 +164,8 @@ class DailyReports:
             )  # fmt: skip
             self.pending.clear()
 
-    def summary(self, earlier: dict[str, Any] | None = None) -> dict[str, Any]:
-        """``{written, failed}`` day lists, merged with an earlier segment's."""
-        earlier = earlier if isinstance(earlier, dict) else {}
-        written = set(earlier.get("written") or []) | set(self.written)
-        failed = (set(earlier.get("failed") or []) | set(self.failed)) - set(self.written)
-        return {"written": sorted(written), "failed": sorted(failed)}
+    def summary(self) -> dict[str, Any]:
+        """``{written, failed}``: the days with a report (this segment or earlier), and those
+        whose report failed (and was not written since)."""
+        written = sorted(set(self.written))
+        return {"written": written, "failed": sorted(set(self.failed) - set(written))}

@@ -730,14 +730,16 @@ class ExperimentRun:
             env, list(spec.arms), load.duration_s, origin, self.clock if show_day else None
         )
         if self.cfg.canary.enabled and self.cfg.canary.daily_reports and progress.n_days:
+            earlier = self.manifest.data.get("daily_reports") if self.resumed else None
             self._daily = DailyReports(
                 self.run_dir,
                 self.root,
                 self.clock,
                 progress.n_days,
                 grace_s=2 * spec.record.flush_interval_s + 1.0,
+                written=list((earlier or {}).get("written") or []),
+                on_change=self._save_daily,
             )
-            self._daily.skip_to(self._first_unreported_day())
         left_s = max(0.0, load.duration_s - skip_s)
         hard_deadline = time.monotonic() + left_s + load.stop_timeout_s + 60
         next_progress = time.monotonic() + self.cfg.progress_interval_s
@@ -834,13 +836,10 @@ class ExperimentRun:
                     f"arm {name!r}: the simulator did not take the experiment clock: {exc}"
                 ) from exc
 
-    def _first_unreported_day(self) -> int:
-        """The first day a daily report is due for: 0, or after the previous segment's days."""
-        if not self.resumed or self.clock is None or self._last_alive_ns is None:
-            return 0
-        # days that ended before the previous segment's last sign of life were reported then
-        # (or were due); the day it stopped in and the days of the gap are reported now
-        return max(0, self.clock.day_of(self.clock.virtual_ns(self._last_alive_ns)))
+    def _save_daily(self) -> None:
+        """The daily reports written so far, in the manifest (a resumed run skips them)."""
+        if self._daily is not None:
+            self.manifest.update(daily_reports=self._daily.summary())
 
     def _close_daily(self, end_ns: int, wait_s: float | None = None) -> None:
         """Write the daily reports of the days that ended by ``end_ns``; reap the child."""
@@ -850,13 +849,11 @@ class ExperimentRun:
         try:
             # an interrupted run does not wait for reports; a finished one writes its last days
             if wait_s is None:
-                wait_s = 5.0 if self.interrupted else 300.0
+                wait_s = 5.0 if self.interrupted else 120.0
             if wait_s > 1 and (daily.proc is not None or daily.pending or daily.due(end_ns)):
                 print("writing the last daily reports ...", flush=True)
             daily.close(min(end_ns, time.time_ns()), wait_s=wait_s, stop=lambda: self.interrupted)
-            self.manifest.update(
-                daily_reports=daily.summary(self.manifest.data.get("daily_reports"))
-            )
+            self.manifest.update(daily_reports=daily.summary())
         except Exception:  # never lose the run for a report
             log.exception("closing the daily reports failed")
 

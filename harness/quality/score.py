@@ -189,7 +189,10 @@ def fingerprint(run_dir: Path, path: Path | None, phases: list[str]) -> str:
     if path is not None and path.exists():
         files += sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
     for f in files:
-        st = f.stat()
+        try:
+            st = f.stat()
+        except FileNotFoundError:  # compacted away since listed (a running canary)
+            continue
         h.update(f"|{f}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:32]
 

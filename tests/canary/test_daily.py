@@ -88,8 +88,12 @@ def _manifest() -> dict:
         "run_id": "run-d",
         "experiment": "unit",
         "config": {
-            "analysis": {"include_phases": ["main"], "confidence": 0.95,
-                         "bootstrap_resamples": 100, "seed": 0},
+            "analysis": {
+                "include_phases": ["main"],
+                "confidence": 0.95,
+                "bootstrap_resamples": 100,
+                "seed": 0,
+            },
             "traffic": {"profile": [1]},
             "selfhost": {"capacity_rps": 2},
         },  # fmt: skip
@@ -149,6 +153,9 @@ def test_latency_from_arrival_with_retries(entries):
     assert d0["ttft_s"]["p50"] == pytest.approx(1.425)
     assert d0["ttft_s"]["p99"] is None and d0["ttft_s"]["censored"] == 1  # among the censored
     assert d0["ttft_s"]["n"] == 4
+    # answered requests only: A 0.2, C 0.5, B 2.35 -> p99 = 0.5 + 0.98 x 1.85
+    assert d0["ttft_s"]["n_answered"] == 3 and d0["ttft_s"]["p50_answered"] == 0.5
+    assert d0["ttft_s"]["p99_answered"] == pytest.approx(0.5 + 0.98 * 1.85)
     # E2E: A 1.0, B 3.05, C 2.0 (ends on day 1, counted on day 0), D +inf
     assert d0["e2e_s"]["p50"] == pytest.approx(2.525)
     # day 1: F 0.1, G 5.3 (two timeouts and their waits included)
@@ -202,6 +209,7 @@ def test_frame_is_tidy(entries):
     one = f[(f.day == 0) & (f.arm == "cloud")].set_index("metric")["value"]
     assert one["requests"] == 4 and one["retry_rate"] == 0.25
     assert one["ttft_p50"] == pytest.approx(1.425) and np.isnan(one["ttft_p99"])
+    assert one["ttft_n_answered"] == 3
     assert one["quality:exact_match:math"] == 0.5 and one["tickets:refusal"] == 1
     assert not f.duplicated(["day", "arm", "metric"]).any()
 
@@ -227,3 +235,34 @@ def test_accelerated_clock_days(tmp_path):
     e = daily_entries(load_run(run), ExperimentClock(origin_ns=T0, time_scale=3600))
     # 0, 10, 20 h -> day 0; 30, 40 h -> day 1; 50 h -> day 2
     assert [(x["day"], x["arms"]["selfhosted"]["requests"]) for x in e] == [(0, 3), (1, 2), (2, 1)]
+
+
+def test_daily_entries_feed_drift_detection(tmp_path):
+    """A 12-day run: the API arm's TTFT triples from day 8 with a new fingerprint; the
+    self-hosted control stays put. daily -> drift names day 8 and calls it provider drift."""
+    from harness.canary.drift import drift_section
+    from harness.canary.settings import DriftConfig
+
+    rng = np.random.default_rng(0)
+    recs = []
+    for day in range(12):
+        for i in range(40):
+            t = day * DAY + 600 + i * 60.0
+            for arm in ("cloud", "selfhosted"):
+                slow = 3.0 if arm == "cloud" and day >= 8 else 1.0
+                ttft = float(rng.lognormal(np.log(0.2 * slow), 0.3))
+                fp = "fp_b" if day >= 8 else "fp_a"
+                recs.append(_att(arm, f"{arm}-{day}-{i}", 0, t, t, ttft=ttft, end=t + ttft + 0.5,
+                                 prompt=100, out=10, fp=fp if arm == "cloud" else None))  # fmt: skip
+    run = _write(tmp_path / "run", recs)
+    entries = daily_entries(load_run(run), CLOCK)
+    assert [e["day"] for e in entries] == list(range(12))
+    sec = drift_section(entries, api_arm="cloud", control_arm="selfhosted",
+                        cfg=DriftConfig(false_alarm_days=600))  # fmt: skip
+    by = {(e["arm"], e["metric"]): e for e in sec["series"]}
+    cloud = by[("cloud", "ttft_p99")]
+    assert cloud["alarm"] and cloud["change_day"] == 8 and cloud["direction"] == "up"
+    assert cloud["version_change"]["to"] == "fp_b"
+    assert not by[("selfhosted", "ttft_p99")]["alarm"]
+    kinds = {a["metric"]: a["kind"] for a in sec["attribution"]}
+    assert kinds["ttft_p99"] == "provider drift" and kinds["error_rate"] == "none"

@@ -12,6 +12,7 @@ from scipy import special
 
 from harness.canary.drift import (
     SERIES,
+    SeriesKind,
     detect,
     drift_section,
     fingerprint_changes,
@@ -91,6 +92,16 @@ def test_aa_binomial_quality_matches_calibrated_rate():
     assert 0.035 <= rate <= 0.065, rate
 
 
+def test_aa_worst_case_matches_calibrated_rate():
+    """Normal AR(1) days, phi 0.3, spread unknown: exactly what the empirical threshold is
+    calibrated on (independent seeds from the calibration's)."""
+    rng = np.random.default_rng(8)
+    x = _ar1(rng, (4000, T), 0.3)
+    kind = SeriesKind("v", "n", "identity", "empirical", 0.0)
+    det = detect(x, np.ones_like(x), kind, baseline_days=B, alpha=ALPHA, horizon=H)
+    assert 0.04 <= float(np.mean(det.alarm >= 0)) <= 0.06
+
+
 def test_aa_p99_near_worst_case_matches_calibrated_rate():
     """p99 whose day-to-day wander (AR(1), phi 0.3) dominates sampling noise: the case the
     empirical threshold is calibrated for."""
@@ -124,8 +135,15 @@ def _entries(x: dict[tuple[str, str], np.ndarray], n: dict[tuple[str, str], np.n
             req = int(n[(arm, "requests")][s, t])
             arms[arm] = {
                 "requests": req,
-                "ttft_s": {"p99": float(x[(arm, "ttft_p99")][s, t]), "n": req},
-                "e2e_s": {"p99": float(x[(arm, "e2e_p99")][s, t]), "n": req},
+                # as daily_entries writes them: the censored p99 may be null, the answered
+                # requests' p99 is what drift reads
+                "ttft_s": {
+                    "p99": None,
+                    "p99_answered": float(x[(arm, "ttft_p99")][s, t]),
+                    "n": req,
+                    "n_answered": req,
+                },
+                "e2e_s": {"p99": float(x[(arm, "e2e_p99")][s, t]), "n": req},  # no answered
                 "error_rate": float(x[(arm, "error_rate")][s, t]),
                 "retry_rate": {"share": float(x[(arm, "retry_rate")][s, t])},
                 "quality": {"exact_match": float(x[(arm, "quality")][s, t])},
@@ -206,11 +224,12 @@ def test_aa_month_no_alarm_in_95_percent_of_seeds():
 
 
 def test_step_on_day_15_is_alarmed_and_named():
-    """The provider update: headline accuracy -9 points (~200 items a day) and p99 TTFT +40%
-    from day 15, on the API arm only: alarmed and named 15 +- 1 in >= 90% of months."""
+    """The provider update at the small end of the issue's range: headline accuracy -8 points
+    (~200 items a day) and p99 TTFT +30% from day 15, on the API arm only: alarmed and
+    named 15 +- 1 in >= 90% of months."""
     rng = np.random.default_rng(5)
     seeds = 500
-    x, n = _month(rng, seeds, quality_step=-0.09, p99_factor=1.4)
+    x, n = _month(rng, seeds, quality_step=-0.08, p99_factor=1.3)
     alpha = series_alpha(CFG.false_alarm_days, 10, H)
     for metric in ("quality", "ttft_p99"):
         det, y, w = _core(x, n, "cloud", metric, alpha)
@@ -232,7 +251,7 @@ def test_step_on_day_15_is_alarmed_and_named():
             sizes.append(e["size"])
         kinds = {a["metric"]: a["kind"] for a in sec["attribution"]}
         provider += kinds["quality"] == kinds["ttft_p99"] == "provider drift"
-    assert np.mean(sizes) == pytest.approx(-0.09, abs=0.01)  # after - before
+    assert np.mean(sizes) == pytest.approx(-0.08, abs=0.01)  # after - before
     assert provider >= 36, provider
 
 
@@ -275,9 +294,7 @@ def test_section_shape_and_version_changes():
     assert e["alarm_day"] >= e["change_day"] and e["version_change"]["to"] == "fp_b"
     assert e["relative"] == pytest.approx(0.6, abs=0.1)
     assert sec["k"] == 0.5 and set(sec["h"]) == {"binomial", "empirical"}
-    assert {s["metric"] for s in sec["series"]} == {*SERIES} - {"ttft_p50", "e2e_p50"} | {
-        "quality"
-    }
+    assert {s["metric"] for s in sec["series"]} == {*SERIES} - {"ttft_p50", "e2e_p50"} | {"quality"}
 
 
 def test_welch_interval():

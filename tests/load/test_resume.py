@@ -181,26 +181,33 @@ _CHILD = (
 def test_daily_reports_one_at_a_time_own_session_low_priority_reaped(tmp_path):
     out = tmp_path / "children.txt"
     clock = ExperimentClock(origin_ns=0, time_scale=1.0, day_s=1.0)
+    saved = []
     daily = DailyReports(
         tmp_path,
         ROOT,
         clock,
-        n_days=4,
+        n_days=5,
         grace_s=0.5,
         command=lambda run_dir, day: [sys.executable, "-c", _CHILD, str(out), str(day)],
+        written=[2],  # an earlier segment wrote day 2's report
+        on_change=lambda: saved.append(daily.summary()),
     )
-    daily.tick(int(2.6e9))  # days 0 and 1 ended (2.1 s, the grace taken off)
-    assert daily.proc is not None and daily.pending == [1]
-    procs = {daily.proc.pid}
+    daily.tick(int(2.4e9))  # 1.9 s with the grace taken off: day 0 ended, day 1 goes on
+    assert daily.proc is not None and daily.pending == []
+    daily.tick(int(2.6e9))  # day 1 ended too
+    assert daily.pending == [1]
+    pid = daily.proc.pid
     daily.tick(int(2.7e9))
-    assert daily.pending == [1] and daily.proc.pid in procs  # never two at a time
-    daily.close(int(4e9), wait_s=20)  # days 2 and 3 too, then reaped
+    assert daily.pending == [1] and daily.proc.pid == pid  # never two at a time
+    daily.close(int(9e9), wait_s=20)  # days 3 and 4 too (none past the run), then reaped
     assert daily.proc is None and not daily.pending
     lines = [ln.split() for ln in out.read_text().splitlines()]
-    assert [int(ln[0]) for ln in lines] == [0, 1, 2, 3]
+    assert [int(ln[0]) for ln in lines] == [0, 1, 3, 4]  # day 2 not again
     assert all(int(sid) != os.getsid(0) for _, sid, _ in lines)  # own session: no Ctrl-C
     assert all(int(nice) == min(19, os.nice(0) + 19) for _, _, nice in lines)  # lowest
-    assert daily.summary({"written": [5], "failed": []}) == {"written": [0, 2, 3, 5], "failed": [1]}
+    # day 1's child failed (exit 3): counted, the others went on
+    assert daily.summary() == {"written": [0, 2, 3, 4], "failed": [1]}
+    assert saved[-1] == daily.summary() and len(saved) == 4  # saved as each child ended
     assert (tmp_path / "daily_reports.log").read_text().count("--day") == 4
 
 
@@ -303,6 +310,34 @@ def _month_args(reports: Path, *extra: str) -> list[str]:
     ]
 
 
+def _spawn(args: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _wait_segment_t0(proc: subprocess.Popen, run_dir: Path, index: int) -> dict:
+    """The manifest once segment ``index`` fixed its t0 (the harness still running)."""
+    deadline = time.monotonic() + 40
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        try:
+            m = manifest(run_dir)
+        except (OSError, ValueError):
+            m = {}
+        segs = m.get("segments") or []
+        if len(segs) > index and segs[index].get("t0_ns") is not None:
+            return m
+        time.sleep(0.1)
+    raise AssertionError(f"segment {index} never fixed its t0")
+
+
 def _read_all(run_dir: Path):
     from harness.record.reader import read_requests
 
@@ -317,27 +352,11 @@ def _read_all(run_dir: Path):
 @pytest.mark.slow
 def test_sigkill_midway_then_resume_latest_completes_the_month(reports):
     t_start = time.monotonic()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "harness", *_month_args(reports, "run_id=month1")],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    proc = _spawn(_month_args(reports, "run_id=month1"))
     run_dir = reports / "smoke" / "month1"
     try:
-        deadline = time.monotonic() + 40
-        origin = None
-        while origin is None and time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read()
-            try:
-                origin = (manifest(run_dir).get("clock") or {}).get("origin_ns")
-            except (OSError, ValueError):
-                pass
-            time.sleep(0.1)
-        assert origin is not None, "the run never fixed t0"
+        seg0 = _wait_segment_t0(proc, run_dir, 0)
+        origin = seg0["clock"]["origin_ns"]
         time.sleep(max(0.0, (origin + 12e9 - time.time_ns()) / 1e9))  # 1.2 days in
         kill_ns = time.time_ns()
         os.kill(proc.pid, signal.SIGKILL)
@@ -351,9 +370,18 @@ def test_sigkill_midway_then_resume_latest_completes_the_month(reports):
     on_disk = _read_all(run_dir)  # everything flushed before the kill
     assert len(on_disk)
 
-    res = run_harness(_month_args(reports, "resume=latest"), timeout=60)
-    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    assert "harness downtime" in res.stdout and "day 3/3" in res.stdout
+    proc = _spawn(_month_args(reports, "resume=latest"))
+    try:
+        during = _wait_segment_t0(proc, run_dir, 1)
+        assert during["status"] == "running"  # back to running while the segment runs
+        assert during["segments"][0]["status"] == "aborted"
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+    assert proc.returncode == 0, out[-4000:]
+    assert "harness downtime" in out and "day 3/3" in out
     m = manifest(run_dir)
     assert m["status"] == "completed" and m["run_id"] == "month1"
     clock = m["clock"]

@@ -305,7 +305,14 @@ def test_sigkill_at_any_step_loses_nothing_and_duplicates_nothing(tmp_path, step
             compact_partition(folder, "w0", hook=die)
         finally:
             os._exit(3)  # not reached when the kill came
-    _, status = os.waitpid(pid, 0)
+    deadline = time.monotonic() + 60
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:  # never hang the suite on a child
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the compacting child did not finish in 60 s")
+        time.sleep(0.01)
+    status = done[1]
     assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL
     _check_after_crash(tmp_path, folder, rows)
 
@@ -587,3 +594,16 @@ def test_new_parts_written_while_a_day_is_read_do_not_stall_the_reader(tmp_path,
     monkeypatch.setattr(reader, "_read_part", read_while_writing)
     table = read_requests(tmp_path, ["request_id", "attempt"], phases=None)
     assert keys(table) == keys_of(rows)  # the listed snapshot, read once
+
+
+def test_parts_of_an_older_schema_version_are_upgraded_when_compacted(tmp_path):
+    folder, rows = _partition(tmp_path, n_parts=2)
+    old = pq.read_table(folder / "w0-part-000001.parquet").drop_columns(["system_fingerprint"])
+    old = old.replace_schema_metadata({b"harness.schema_version": b"4"})
+    pq.write_table(old, folder / "w0-part-000001.parquet")  # as a v4 harness wrote it
+    result = compact_partition(folder, "w0")
+    table = pq.read_table(result.output)
+    assert table.schema.equals(REQUEST_SCHEMA, check_metadata=False)
+    assert table.schema.metadata[b"harness.schema_version"] == str(SCHEMA_VERSION).encode()
+    assert table.column("system_fingerprint").null_count == table.num_rows
+    assert keys(table) == keys_of(rows)
