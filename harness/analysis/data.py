@@ -372,9 +372,7 @@ def _offered_in_windows(
         if clock is None:
             return None
         span = clock.day_s / clock.time_scale  # one experiment day in wall seconds
-        windows = [
-            (max(a, d * span), min(b, (d + 1) * span)) for a, b in windows for d in days
-        ]
+        windows = [(max(a, d * span), min(b, (d + 1) * span)) for a, b in windows for d in days]
     # the window keeps the gaps (achieved rates are measured over the whole span, gaps
     # included); the expected count leaves them out (nothing was offered while down)
     span = sum(b - a for a, b in windows if b > a)
