@@ -342,8 +342,9 @@ def recommend(summary: dict[str, Any], canary: dict[str, Any]) -> dict[str, Any]
     - GO and self-hosting cheaper: self-host;
     - GO, the API cheaper, and the API drifted: hybrid (self-host is as good and pinned);
       without drift: hosted API;
-    - INCONCLUSIVE: hybrid when self-hosting is cheaper or the API drifted (route a share to
-      self-host while evidence accumulates), else hosted API;
+    - INCONCLUSIVE: hybrid when self-hosting is cheaper (route a share to self-host while
+      evidence accumulates), else hosted API (a drift of the API is then a risk to manage:
+      pin its model version where the provider allows it and keep the canary running);
     - costs unknown: a GO gives hybrid (quality holds, savings unshown), otherwise hosted API.
     The declared qualitative factors are shown beside it, not scored.
     """
@@ -382,5 +383,9 @@ def recommend(summary: dict[str, Any], canary: dict[str, Any]) -> dict[str, Any]
     elif decision == "GO":
         choice = SELFHOST if cheaper else (HYBRID if drifted else HOSTED)
     else:
-        choice = HYBRID if (cheaper or drifted) else HOSTED
+        choice = HYBRID if cheaper else HOSTED
+        if drifted and not cheaper:
+            why.append("the API stays the cheaper path: pin its model version where the "
+                       "provider allows it and keep the canary running to catch the next "
+                       "silent update")  # fmt: skip
     return {"choice": choice, "decision": decision, "why": why}

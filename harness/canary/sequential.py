@@ -343,23 +343,19 @@ def quantile_bounds(xs: np.ndarray, q: float, a: float, t_opt: float = DEFAULT_T
     t = int(xs.size)
     if t == 0:
         return math.nan, math.nan
-    upper, lower = math.inf, -math.inf
-    if kappa <= 1.0:
-        k_up = _threshold(t, float(q), float(a), float(t_opt))
-        k_dn = _threshold(t, float(1 - q), float(a), float(t_opt))
-    else:
+
+    def count_threshold(p: float) -> int:
+        """The count (of values below, or above, the quantile) that is never reached."""
+        if kappa <= 1.0:
+            return _threshold(t, p, float(a), float(t_opt))
         te = max(int(t / kappa), 1)
-        k_up, k_dn = t + 1, t + 1
-        for side, p in (("up", float(q)), ("dn", float(1 - q))):
-            ke = _threshold(te, p, float(a), float(t_opt))
-            if ke <= te:
-                k = math.ceil(t * p + kappa * (ke - te * p) - 1e-9)
-                k_up, k_dn = (k, k_dn) if side == "up" else (k_up, k)
-    if k_up <= t:
-        upper = float(xs[max(k_up, 1) - 1])
+        ke = _threshold(te, p, float(a), float(t_opt))
+        return t + 1 if ke > te else math.ceil(t * p + kappa * (ke - te * p) - 1e-9)
+
+    k_up, k_dn = count_threshold(float(q)), count_threshold(float(1 - q))
+    upper = float(xs[max(k_up, 1) - 1]) if k_up <= t else math.inf
     j = t - k_dn
-    if 0 <= j:
-        lower = float(xs[min(j, t - 1)])
+    lower = float(xs[j]) if j >= 0 else -math.inf
     return lower, upper
 
 
@@ -809,7 +805,8 @@ class Month:
     def inputs(self, day: int, *, per_item: bool = False) -> JudgeInputs:
         """The judge's inputs on days ``<= day``: quality per mirrored request (sequential)
         or per item (``per_item``: what the fixed-sample judge reads)."""
-        out = JudgeInputs(self.baseline, self.candidate, errors=dict(self.errors))
+        out = JudgeInputs(self.baseline, self.candidate, errors=dict(self.errors),
+                          notes=list(self.notes))  # fmt: skip
         if self.requests is not None:
             b, c, um = self.requests.through(day)
             p = self.requests.paired
@@ -1126,7 +1123,7 @@ def month_of(data: RunData, clock: ExperimentClock, cfg: JudgeConfig, scores: An
     from pathlib import Path
 
     from harness.config import ConfigError
-    from harness.judge.preprocess import _ref, arm_kinds
+    from harness.judge.preprocess import arm_kinds
     from harness.judge.settings import pick_arms
     from harness.quality.score import ScoreError, ensure_scores, has_references
 
@@ -1137,7 +1134,9 @@ def month_of(data: RunData, clock: ExperimentClock, cfg: JudgeConfig, scores: An
     dated = {a: {k: v[r["day"] >= 0] for k, v in r.items()} for a, r in req.items()}
     requests = _request_series(dated[arm_b], dated[arm_c])
     days = sorted({int(d) for a in dated.values() for d in np.unique(a["day"])})
-    month = Month(_ref(data, arm_b), _ref(data, arm_c), days, requests)
+    kinds = arm_kinds(data)
+    refs = [ArmRef(data.run_id, a, str(data.run_dir), kinds.get(a)) for a in (arm_b, arm_c)]
+    month = Month(refs[0], refs[1], days, requests)
     if requests.paired is False and getattr(data, "pair", None) is not None:
         month.notes.append("Latency and failures compared as independent samples: the run "
                            "did not mirror its traffic (no pair_id on every request).")  # fmt: skip

@@ -514,6 +514,7 @@ class LoadEngine:
             phase=phase,
             t_virtual_ns=self._virtual_ns(t_sched),
             on_row=on_row,
+            time_scale=self.load.time_scale,
         )
 
     def _failure(

@@ -268,12 +268,13 @@ class _Progress:
         self.last: dict[str, tuple[float, int]] = {}
 
     def day(self, now_ns: int) -> str:
-        """``day D/N`` on the experiment clock (1-based), or '' without a clock."""
+        """``day D of 0..N-1`` on the experiment clock (0-based, as ``--day`` and ``days/NNN``
+        number them), or '' without a clock."""
         if self.clock is None:
             return ""
-        d = self.clock.day_of(self.clock.virtual_ns(now_ns)) + 1
+        d = self.clock.day_of(self.clock.virtual_ns(now_ns))
         if self.n_days is not None:
-            return f" day {min(d, self.n_days)}/{self.n_days}"
+            return f" day {min(d, self.n_days - 1)} of 0-{self.n_days - 1}"
         return f" day {d}"
 
     @property
@@ -799,7 +800,7 @@ class ExperimentRun:
             fields["downtime"] = [*(self.manifest.data.get("downtime") or []), gap]
             print(
                 f"harness downtime: {gap['wall_s']:.1f} s ({gap['virtual_s']:.0f} s on the "
-                f"experiment clock, day {gap['from_day'] + 1} to day {gap['to_day'] + 1}); "
+                f"experiment clock, day {gap['from_day']} to day {gap['to_day']}); "
                 "the schedule continues from now",
                 flush=True,
             )

@@ -246,6 +246,7 @@ class RouterClient:
         phase: str = "main",
         t_virtual_ns: int | None = None,
         on_row: Callable[[RequestRecord], Any] | None = None,
+        time_scale: float | None = None,
     ) -> list[RequestRecord]:
         """Route one request (see the module docstring); one row per underlying attempt, in
         order. Each row reaches ``on_row`` once it is final: at once for a retried attempt,
@@ -253,6 +254,7 @@ class RouterClient:
         t_arr = t_scheduled_ns if t_scheduled_ns is not None else clock.now_ns()
         tv0 = t_virtual_ns if t_virtual_ns is not None else t_arr
         ec = self._clock()
+        scale = float(time_scale if time_scale is not None else ec.time_scale)
         req = RouteRequest(
             sample_id=item.sample_id,
             prompt_text=item.prompt_text(),
@@ -319,8 +321,9 @@ class RouterClient:
                     pair_id=pair_id,
                     t_scheduled_ns=t_leg,
                     phase=phase,
-                    t_virtual_ns=tv0 + (t_leg - t_arr),
+                    t_virtual_ns=tv0 + int(round((t_leg - t_arr) * scale)),
                     on_row=on_leg_row,
+                    time_scale=scale,
                 )
             except BaseException:
                 for rec in held:  # killed: what ended is recorded as it was

@@ -222,6 +222,7 @@ class ArmClient:
         phase: str = "main",
         t_virtual_ns: int | None = None,
         on_row: Callable[[RequestRecord], Any] | None = None,
+        time_scale: float = 1.0,
     ) -> list[RequestRecord]:
         """Send ``item`` (retrying per ``target.retry``); one record per attempt, in order.
 
@@ -230,7 +231,9 @@ class ArmClient:
         ``t_arrival``; a retry's ``t_scheduled`` is when its backoff ended. ``on_row``, when
         given, gets each attempt's row as soon as that attempt ends (before any backoff
         sleep), so a caller that kills this call during a backoff has the earlier rows
-        already. Never raises for request failures: they are error rows.
+        already. Never raises for request failures: they are error rows. ``t_virtual_ns`` is
+        the first attempt's experiment-clock time; a retry's is that plus its wall-clock delay
+        times ``time_scale`` (the experiment clock's rate).
         """
         t_sched0 = t_scheduled_ns if t_scheduled_ns is not None else clock.now_ns()
         t_sched = t_sched0
@@ -243,7 +246,7 @@ class ArmClient:
             att = Attempt(t_sched)
             tv = None
             if t_virtual_ns is not None:
-                tv = t_virtual_ns + (t_sched - t_sched0)
+                tv = t_virtual_ns + int(round((t_sched - t_sched0) * time_scale))
             if self._cancelled:
                 if attempt == 0:
                     att.fail("cancelled", "run stopped before the request was sent")

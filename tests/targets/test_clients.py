@@ -256,6 +256,21 @@ def test_retries_are_rows_and_honour_retry_after(server, impl):
 
 
 @pytest.mark.parametrize("impl", CLIENTS)
+def test_retries_sit_on_the_experiment_clock(server, impl):
+    # an accelerated clock: a retry's t_virtual is the arrival's plus its delay times the scale
+    server.push(Script(status=429, headers={"Retry-After": "0.2"}), Script(chunks=["ok"]))
+    c = _client(server, impl)
+    c.target.retry.max_attempts = 2
+    t0 = clock.now_ns()
+    tv0 = t0 + 10**12
+    rows = c.execute(ITEM, request_id="r1", t_scheduled_ns=t0, t_virtual_ns=tv0, time_scale=3600)
+    assert rows[0].t_virtual == tv0
+    delay = rows[1].t_scheduled - rows[0].t_scheduled
+    assert delay > 0.2e9
+    assert rows[1].t_virtual == tv0 + round(delay * 3600)
+
+
+@pytest.mark.parametrize("impl", CLIENTS)
 def test_no_retry_for_client_errors_and_exhaustion(server, impl):
     server.push(Script(status=400))
     c = _client(server, impl)
