@@ -352,9 +352,13 @@ _SELFHOST_KINDS, _API_KINDS = ("vllm", "sim_vllm"), ("openai", "sim_cloud")
 
 
 def check_router_arms(arms: dict[str, TargetConfig]) -> None:
-    """Each router arm's ``small`` / ``large`` name two different non-router arms; unset, they
+    """Each router arm's ``small`` / ``large`` name two different non-router arms, ``small`` a
+    self-hosted kind (vllm, sim_vllm) and ``large`` an API kind (openai, sim_cloud): the
+    sensitive rules keep requests on ``small``, so it must never be the cloud. Unset, they
     default to the only self-hosted / API arm. Fills them in (the load processes and the
-    manifest see the arms used). Raises a one-line ConfigError naming the key."""
+    manifest see the arms used). A TTFT budget (``failover.ttft_budget_s``) needs a streamed
+    small arm: with ``stream: false`` no token is seen before the whole body, so the first-token
+    deadline cannot be enforced live. Raises a one-line ConfigError naming the key."""
     plain = [n for n, t in arms.items() if t.kind != "router"]
     for name, t in arms.items():
         if t.kind != "router":
@@ -378,11 +382,28 @@ def check_router_arms(arms: dict[str, TargetConfig]) -> None:
             elif v not in arms:
                 raise ConfigError(f"{where}: {v!r} is not an arm of the experiment "
                                   f"(arms: {', '.join(plain) or 'none'})")  # fmt: skip
+            elif arms[v].kind not in kinds:
+                cands = [n for n in plain if arms[n].kind in kinds]
+                raise ConfigError(f"{where}: {v!r} is a {arms[v].kind} arm; the {key} arm must be "
+                                  f"{role} ({', '.join(kinds)}): name one of "
+                                  f"{', '.join(cands) or 'none'}")  # fmt: skip
             router[key] = v
         if router["small"] == router["large"]:
             raise ConfigError(
                 f"arms.{name}.router.large: {router['large']!r} is the small arm too; "
                 "a router needs two different arms"
+            )
+        failover = router.get("failover") or {}
+        if (
+            hasattr(failover, "get")
+            and failover.get("enabled", True) is not False
+            and failover.get("ttft_budget_s") is not None
+            and arms[router["small"]].stream is False
+        ):
+            raise ConfigError(
+                f"arms.{name}.router.failover.ttft_budget_s: the small arm {router['small']!r} "
+                "has stream: false, so its first token comes with the whole body and a TTFT "
+                "budget cannot be enforced; stream it or set ttft_budget_s: null"
             )
         t.router = router
 

@@ -243,6 +243,9 @@ class RunData:
     #: ``load_run(days=...)``: only rows of these experiment-clock days were loaded (a day's
     #: report); None: every day
     days: tuple[int, ...] | None = None
+    #: the ``request_id`` strings by code of ``request`` (``""`` for a null id): with ``arm``
+    #: and ``attempt`` each row's key, for joining other reads onto the rows by key
+    request_ids: pa.Array | None = None
 
     @property
     def n_rows(self) -> int:
@@ -271,6 +274,52 @@ class RunData:
         day_filter = (self.clock, self.days) if self.days is not None else None
         phases = tuple(self.analysis.include_phases)
         return _request_parts(self.run_dir, columns, phases, day_filter)
+
+    def row_keys(self) -> pa.Table | None:
+        """Each row's key, in row order: ``arm``, ``request_id`` (``""`` when null) and
+        ``attempt`` (int32); None without the ids (a RunData built by hand)."""
+        if self.request_ids is None:
+            return None
+        return pa.table({
+            "arm": pa.array(np.asarray(self.arms, dtype=object)[self.arm], pa.string()),
+            "request_id": self.request_ids.take(pa.array(self.request)),
+            "attempt": pa.array(self.attempt, pa.int32()),
+        })  # fmt: skip
+
+    def read_rows(self, columns: tuple[str, ...] | list[str]) -> pa.Table | None:
+        """``columns`` of the request part files attached to this RunData's rows **by key**
+        (:meth:`row_keys`), in row order: a second read never lines up by position alone
+        (a running canary writes and compacts parts between reads; compaction re-sorts
+        rows). A row whose key the read lacks gets nulls. None without keys or parts."""
+        keys = self.row_keys()
+        if keys is None:
+            return None
+        cols = [c for c in columns if c not in keys.column_names]
+        try:
+            parts = [p for p in self.request_parts(("arm", "request_id", "attempt", *cols))
+                     if p.num_rows]  # fmt: skip
+        except (ReaderError, OSError):
+            return None
+        if not parts:
+            return None
+        read = pa.concat_tables(parts, promote_options="permissive")
+        got = pa.table({
+            "arm": pc.fill_null(read.column("arm").cast(pa.string()), "(unknown)"),
+            "request_id": pc.fill_null(read.column("request_id").cast(pa.string()), ""),
+            "attempt": pc.fill_null(read.column("attempt").cast(pa.int32()), 0),
+        })  # fmt: skip
+        values = read.select(cols)
+        if got.num_rows == keys.num_rows and all(
+            pc.all(pc.equal(got.column(k), keys.column(k))).as_py() for k in keys.column_names
+        ):
+            return values  # same keys in the same order
+        names = keys.column_names
+        right = got.to_pandas().assign(_pos=np.arange(got.num_rows))
+        right = right.drop_duplicates(names, keep="last")
+        pos = keys.to_pandas().merge(right, on=names, how="left")["_pos"].to_numpy(np.float64)
+        miss = np.isnan(pos)
+        idx = pa.array(np.where(miss, 0, pos).astype(np.int64), mask=miss)
+        return values.take(idx)
 
     def request_ids_at(self, rows: np.ndarray | list[int]) -> list[str | None]:
         """``request_id`` of the given rows (positions in load order), read back from the part
@@ -703,7 +752,6 @@ def load_run(
         t0_ns = ref + int(round(shift * 1e9))
 
     rejected = _check_latencies(cols, ok, notes, request, request_ids, attempt)
-    del request_ids
 
     arm_lookup = {a: i for i, a in enumerate(arms)}
     slice_lookup = {s: i for i, s in enumerate(slices)}
@@ -762,6 +810,7 @@ def load_run(
         else None,
         clock=clock,
         days=day_sel,
+        request_ids=request_ids,
     )
     if not manifest:
         data.notes.append(f"{run_dir / 'manifest.json'} is missing: defaults were used.")

@@ -63,7 +63,11 @@ def errors_summary(data: RunData) -> dict[str, Any]:
         alo, ahi = wilson_ci(n_err, n, conf)
         by_type_att = _by_type(data, data.error[err], n)
         logical = int(in_arm.sum())
-        retries = int((am & (data.attempt > 0)).sum())
+        # a router arm's first attempt of a later leg (escalation, failover) is no retry
+        from harness.routing.live import later_leg_rows
+
+        code = data.arms.index(arm)
+        retries = int((am & (data.attempt > 0) & ~later_leg_rows(data, code)).sum())
         req_bins = counts(bins[att], nb)
         err_bins = counts(bins[err], nb)
         type_bins = {name: counts(bins[err & data.error_rows(name)], nb) for name in by_type_att}

@@ -44,6 +44,11 @@ Per day and arm (:func:`daily_entries`):
   (engineering hours x hourly rate + storage + network + monitoring + other) x day / 730 h``
   (the canary deployment at its minimum scale); projection: the cost model's
   ``monthly_total_usd`` at the configured traffic (it does not depend on the day's usage).
+  ``cumulative_scope`` says what "so far" covers: ``"run"``, every loaded day up to this one
+  (the cumulative report); ``"day"`` in a day's view (``load_run(days=...)``, ``harness
+  report --day N``): only that day's rows are loaded, so ``cumulative_usd`` is the day's own
+  cost and the API projection uses that day's requests only (the month so far is in the
+  cumulative report).
 - ``response_models`` / ``system_fingerprints``: value -> attempts that reported it.
 
 :func:`daily_frame` turns the entries into a tidy table (``day, arm, metric, value``) for
@@ -67,7 +72,6 @@ from harness.analysis.requests import CANCELLED, FAILED, OK, logical_requests
 from harness.analysis.stats import sorted_quantiles
 from harness.canary.clock import ExperimentClock
 from harness.cost.model import HOURS_PER_MONTH
-from harness.record.reader import ReaderError, iter_request_parts
 from harness.record.schema import ERROR_TYPES
 
 #: Ticket types (closed set): failed requests by error type, then answer-quality failures.
@@ -89,53 +93,37 @@ DAYS_PER_MONTH = float(HOURS_PER_MONTH) / 24.0
 
 def _extras(data: RunData) -> dict[str, Any]:
     """``t_virtual`` (int64 ns, or None where null), ``request_id`` and the provider's
-    ``response_model`` / ``system_fingerprint`` per row of ``data``, read from the part files
-    in the order :func:`harness.analysis.data.load_run` read them (cached on ``data``).
+    ``response_model`` / ``system_fingerprint`` per row of ``data`` (cached on ``data``).
 
-    A RunData without readable parts (built by hand) gets nulls, with ``t_virtual`` then
-    derived from the scheduled time on the clock."""
+    The ids are the RunData's own; the other columns are read back from the part files and
+    attached to the rows **by key** ``(arm, request_id, attempt)``
+    (:meth:`~harness.analysis.data.RunData.read_rows`: same phases and, in a day's view, the
+    same days), never by position from a separate read. A row the read lacks gets nulls
+    (its ``t_virtual`` then comes from its arrival); a RunData without ids or readable parts
+    (built by hand) gets nulls throughout."""
     key = ("canary_extras",)
     if key in data.cache:
         return data.cache[key]  # type: ignore[return-value]
     n = data.n_rows
-    tv: list[np.ndarray] = []
-    tv_null: list[np.ndarray] = []
-    rid: list[pa.Array] = []
-    rmodel: list[pa.Array] = []
-    fp: list[pa.Array] = []
-    try:
-        phases = tuple(data.analysis.include_phases)
-        for part in iter_request_parts(data.run_dir, EXTRA_COLUMNS, phases):
-            if part.num_rows == 0:
-                continue
-            t = part.column("t_virtual").cast(pa.int64())
-            tv_null.append(pc.is_null(t).to_numpy(zero_copy_only=False))
-            tv.append(pc.fill_null(t, 0).to_numpy())
-            rid.extend(part.column("request_id").cast(pa.string()).chunks)
-            rmodel.extend(part.column("response_model").cast(pa.string()).chunks)
-            fp.extend(part.column("system_fingerprint").cast(pa.string()).chunks)
-    except (ReaderError, OSError):
-        tv = []
-    read = sum(x.size for x in tv)
-    if read != n:
+    cols = [c for c in EXTRA_COLUMNS if c != "request_id"]
+    read = data.read_rows(cols)
+    keys = data.row_keys()
+    if read is None or keys is None or read.num_rows != n:
         out: dict[str, Any] = {
             "t_virtual": np.zeros(n, np.int64),
             "t_virtual_null": np.ones(n, bool),
-            "request_id": None,
+            "request_id": None if keys is None else keys.column("request_id"),
             "response_model": None,
             "system_fingerprint": None,
         }
     else:
-
-        def strings(chunks: list[pa.Array]) -> pa.ChunkedArray:
-            return pa.chunked_array(chunks, pa.string())
-
+        t = read.column("t_virtual").cast(pa.int64())
         out = {
-            "t_virtual": np.concatenate(tv) if tv else np.zeros(0, np.int64),
-            "t_virtual_null": np.concatenate(tv_null) if tv_null else np.zeros(0, bool),
-            "request_id": strings(rid),
-            "response_model": strings(rmodel),
-            "system_fingerprint": strings(fp),
+            "t_virtual": pc.fill_null(t, 0).to_numpy(),
+            "t_virtual_null": pc.is_null(t).to_numpy(zero_copy_only=False),
+            "request_id": keys.column("request_id"),
+            "response_model": read.column("response_model").cast(pa.string()),
+            "system_fingerprint": read.column("system_fingerprint").cast(pa.string()),
         }
     data.cache[key] = out  # type: ignore[assignment]
     return out
@@ -441,6 +429,7 @@ def daily_entries(data: RunData, clock: ExperimentClock, scores: Any = None) -> 
         for a, arm in enumerate(data.arms)
     }
 
+    scope = "day" if data.days is not None else "run"
     err_name = list(data.error_types)
     ticket_of = [e if e in ERROR_TICKETS else "other_error" for e in err_name]
     entries: list[dict] = []
@@ -490,6 +479,7 @@ def daily_entries(data: RunData, clock: ExperimentClock, scores: Any = None) -> 
             block["cost_usd"] = None if c["cost"] is None else float(c["cost"][i])
             block["cumulative_usd"] = None if c["cum"] is None else float(c["cum"][i])
             block["projected_monthly_usd"] = None if c["proj"] is None else _num(c["proj"][i])
+            block["cumulative_scope"] = scope
             if "detail" in c:
                 block["cost_detail"] = c["detail"]
             block["cost_basis"] = c["basis"]

@@ -158,9 +158,21 @@ def _engineering_month(s: Summary) -> float | None:
     return hours * rate if math.isfinite(hours) and math.isfinite(rate) else None
 
 
+def cost_series(daily: list[dict[str, Any]], arm: str) -> dict[str, np.ndarray]:
+    """What the cost plot draws for one arm: ``day``, ``cumulative`` = cumsum of the daily
+    ``cost_usd`` (the self-hosted cost already includes its prorated engineering time) and
+    ``engineering`` = cumsum of ``cost_detail.engineering_usd``, the part of ``cumulative``
+    that is engineering time (all NaN when the arm has no such detail)."""
+    x, y = _series(daily, arm, "cost_usd")
+    _, e = _series(daily, arm, "cost_detail", "engineering_usd")
+    eng = np.cumsum(np.nan_to_num(e)) if np.isfinite(e).any() else np.full(e.size, np.nan)
+    return {"day": x, "cost": y, "cumulative": np.cumsum(np.nan_to_num(y)), "engineering": eng}
+
+
 def plot_cost(s: Summary, w: PlotWriter) -> PlotRef | None:
-    """Cumulative cost per arm (recorded spend day by day; the self-hosted arm with its
-    engineering time prorated) and the running monthly projection per arm."""
+    """Cumulative cost per arm (the sum of the recorded daily ``cost_usd``; for the
+    self-hosted arm that cost includes its prorated engineering time, drawn dashed as the
+    part of it that is engineering, not on top) and the running monthly projection per arm."""
     daily = s.get("daily") or []
     arms = _arm_names(daily)
     if not daily or not arms:
@@ -168,18 +180,19 @@ def plot_cost(s: Summary, w: PlotWriter) -> PlotRef | None:
     c = s.get("canary") or {}
     control = c.get("control_arm")
     eng = _engineering_month(s)
-    day_frac = (c.get("day_s") or 86400.0) / (30 * 86400.0)  # one day's share of a month
+    day_only = any((a or {}).get("cumulative_scope") == "day"
+                   for e in daily for a in (e.get("arms") or {}).values())  # fmt: skip
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     drew = False
     for i, arm in enumerate(arms):
-        x, y = _series(daily, arm, "cost_usd")
-        if np.isfinite(y).any():
-            axes[0].plot(x, np.cumsum(np.nan_to_num(y)), marker=".", color=f"C{i}", label=arm)
+        cs = cost_series(daily, arm)
+        x = cs["day"]
+        if np.isfinite(cs["cost"]).any():
+            axes[0].plot(x, cs["cumulative"], marker=".", color=f"C{i}", label=arm)
             drew = True
-            if arm == control and eng:
-                eng_cum = eng * day_frac * (x - x[0] + 1)
-                axes[0].plot(x, np.cumsum(np.nan_to_num(y)) + eng_cum, ls="--", color=f"C{i}",
-                             label=f"{arm} + engineering time")  # fmt: skip
+            if np.isfinite(cs["engineering"]).any() and cs["engineering"][-1] > 0:
+                axes[0].plot(x, cs["engineering"], ls="--", color=f"C{i}",
+                             label=f"{arm}: of which engineering time")  # fmt: skip
         x, y = _series(daily, arm, "projected_monthly_usd")
         if np.isfinite(y).any():
             axes[1].plot(x, y, marker=".", color=f"C{i}", label=f"{arm} (running projection)")
@@ -195,8 +208,8 @@ def plot_cost(s: Summary, w: PlotWriter) -> PlotRef | None:
     if not drew:
         plt.close(fig)
         return None
-    axes[0].set_ylabel("Cumulative cost (USD)")
-    axes[1].set_ylabel("Projected monthly cost (USD)")
+    axes[0].set_ylabel("This day's cost (USD)" if day_only else "Cumulative cost (USD)")
+    axes[1].set_ylabel("Projected monthly cost (USD)" + (", from this day" if day_only else ""))
     for ax in axes:
         _shade_downtime(ax, s)
         _day_axis(ax)
@@ -384,7 +397,9 @@ def _hms(x: Any) -> str:
 
 def _intro(c: dict[str, Any]) -> str:
     if c.get("view_day") is not None:
-        span = f"Experiment-clock day {c['view_day']} only (this day's rows)"
+        span = (f"Experiment-clock day {c['view_day']} only (this day's rows; its cost figures, "
+                "cumulative and running projection, are this day's own: the month so far is in "
+                "the cumulative report)")  # fmt: skip
     else:
         span = (f"{c.get('days')} experiment-clock day(s) with rows, day {_day(c.get('first_day'))} "
                 f"to day {_day(c.get('last_day'))}")  # fmt: skip
@@ -442,6 +457,26 @@ def _cost_lines(s: Summary, c: dict[str, Any]) -> list[str]:
     return out
 
 
+def daily_slo_days(daily: list[dict[str, Any]], arm: str, limit_s: float
+                   ) -> tuple[list[int], int, list[int]]:  # fmt: skip
+    """``(days above the SLO, days with requests, censored days)`` for one arm's daily TTFT
+    p99: a day whose p99 is null although it had requests (censored: more than 1% of them
+    failed) counts as above the SLO, never as met."""
+    over, censored, days = [], [], 0
+    for e in daily:
+        t = (((e.get("arms") or {}).get(arm)) or {}).get("ttft_s") or {}
+        if not t.get("n"):
+            continue  # the arm had no (non-cancelled) request that day
+        days += 1
+        p99 = _n(t.get("p99"))
+        if not math.isfinite(p99):
+            censored.append(e.get("day"))
+            over.append(e.get("day"))
+        elif p99 > limit_s:
+            over.append(e.get("day"))
+    return over, days, censored
+
+
 def _slo_lines(s: Summary, c: dict[str, Any]) -> list[str]:
     slo = c.get("slo") or {}
     out = []
@@ -454,9 +489,12 @@ def _slo_lines(s: Summary, c: dict[str, Any]) -> list[str]:
                  f"goodput {fmt.pct(g.get('share'))} within the SLO"]  # fmt: skip
         lim = _n(slo.get("ttft_s"))
         if daily and math.isfinite(lim):
-            _, p99 = _series(daily, arm, "ttft_s", "p99")
-            over = int(np.sum(p99 > lim))
-            parts.append(f"daily TTFT p99 above the SLO on {over} of {len(daily)} day(s)")
+            over, days, censored = daily_slo_days(daily, arm, lim)
+            text = f"daily TTFT p99 above the SLO on {len(over)} of {days} day(s)"
+            if censored:
+                text += (f" ({len(censored)} of them with p99 unknown, more than 1% of "
+                         f"requests failed: day(s) {', '.join(map(str, censored))})")  # fmt: skip
+            parts.append(text)
         out.append(f"{arm}: " + "; ".join(parts))
     return out
 

@@ -171,13 +171,10 @@ def _stage(module: str, name: str, notes: list[str]) -> Any:
 
 def _scores(data: RunData, notes: list[str]) -> Any:
     """The run's quality scores (``scores/scores.parquet``, rescored when stale), or None."""
-    from harness.quality.score import ScoreError, ensure_scores, has_references
+    from harness.quality.score import ScoreError, scores_for
 
-    phases = list(data.analysis.include_phases)
     try:
-        if not has_references(data.run_dir, phases):
-            return None
-        return ensure_scores(data.run_dir, phases)
+        return scores_for(data)  # a day's view: that day's rows only
     except ScoreError as exc:
         notes.append(f"Daily quality is left out: {exc}")
         return None

@@ -27,7 +27,7 @@ sample size at which a bound is tightest, :data:`DEFAULT_T_OPT`, a design consta
 before the data):
 
 - **Means** (:func:`mean_bounds`): paired differences ``d_i = y_i - x_i`` (failures per
-  logical request, pass/fail or graded quality per mirrored request), or each arm's mean
+  logical request; pass/fail or graded quality per *item*, see *Repeated items*), or each arm's mean
   (unpaired, each at ``a / 2``, union bound). The asymptotic CS of Waudby-Smith, Arnold, Wu,
   Ramdas & Ramdas, "Time-uniform central limit theory and asymptotic confidence
   sequences", Ann. Statist. (2024), with the one-sided (half-normal) normal-mixture
@@ -74,14 +74,46 @@ before the data):
 - **Cost per task**: each sampled arm's mean (as above, at ``a / 2`` when both are sampled),
   a projected arm's fixed value as it is; ratio of the bounds.
 
+**Repeated items.** A month-long canary cycles its eval set (600 items asked 9-12 times per
+arm), and a temperature-0 model (the simulator too) answers every repeat of an item alike:
+the repeats are perfectly dependent, and dependence at a lag of a whole pass is invisible
+to :func:`inflation`. One paired difference per *request* counted each repeat as new
+evidence (``n`` nine times too large; measured: 18% of A/A months at a zero margin had a
+false NO_GO on some day, against ``alpha`` = 5%). Quality is therefore judged per **item**
+(``sample_id``): the estimand is the mean over items of each item's paired difference (the
+naive judge's, the same per-item means aligned on ``sample_id``), and the sequence's unit
+is the item: on day ``d`` the observations are the per-item means ``(mean_c_j - mean_b_j)``
+of the items seen on both arms by then (:meth:`ItemScores.sequential`, in the order the
+items were first seen on both arms, which is what :func:`inflation` reads), ``t`` their
+number, and the CS is over items with the sample variance of these per-item means (each
+item's own variance included). The sequence advances when a new item is first seen on both
+arms; a repeat moves only its item's mean, by nothing when answers are deterministic (then
+this is exactly the CS of each item's first paired observation), so repeats add no
+information they do not carry. When answers vary between repeats (temperature > 0) the
+running means are not a martingale; their spread is part of the variance used, and A/A
+months measured this way stay far below ``alpha``. A change mid-month still shows: it moves
+the per-item means, as it moves the naive judge's. The price is honest: the quality bounds
+stop narrowing once every item has been seen (about ``items / requests per day`` days).
+
+Failures and cost stay per logical request, as the judge's own statistics are: their
+estimand is the rate (the mean cost) over the traffic as it was asked, repeats included.
+Given the items asked, one request's failure is a fresh draw of load and infrastructure
+(timeouts, 5xx, shed requests: serial dependence, which :func:`inflation` reads in arrival
+order), and an item that fails or costs the same on every repeat has a fixed conditional
+mean, not noise, so the sample variance (which counts the spread between items) is
+conservative for that estimand; with mirrored traffic both arms ask the same items, so what
+an item does to both (a long prompt's cost, a timeout on a long answer) cancels in the
+paired failure difference and moves both arms' cost bounds alike.
+
 **Data** (:func:`month_of`): per logical request (cancelled ones left out, as the judge does)
 its experiment-clock day (of its arrival, from ``t_virtual``), latency, failure and pair
-code; per scored request its quality values (``scores/scores.parquet``) and the day of its
-request. The sequential verdict pairs quality per mirrored request (``pair_id``: one paired
-difference per request, repeats of an item included, whose mean estimates the same change
-of mean quality); the naive one is the judge as it is (:func:`harness.judge.judge.judge`
-on :func:`harness.judge.preprocess`-style inputs: per-item means aligned on ``sample_id``).
-Arrays are built once, in day order; each look takes prefixes.
+code; per scored request its quality values (``scores/scores.parquet``), item, and the day
+and arrival order of its request, joined on ``(arm, request_id)`` to the loaded rows
+(:func:`_score_days`: the ids read with ``RunData.request_parts``, row-aligned with the
+loaded data, day view included, and checked against it). Both verdicts read quality per
+item; the naive one is the judge as it is (:func:`harness.judge.judge.judge` on
+:func:`harness.judge.preprocess`-style inputs). Arrays are built once, in day order; each
+look takes prefixes.
 
 Every metric of the judge is judged sequentially: latency quantiles, failure rate, quality
 (binary, graded, length) and cost per task (a projected self-hosted cost is the run's
@@ -96,7 +128,12 @@ in 2.0% of 300 months anytime-valid against 22.7% naive; with the default metric
 margins, 0 of 100 A/A months have a NO_GO (76% GO by day 29); a 10-point accuracy drop from
 day 15 is NO_GO by day 29 in 85% of 60 months (median day 27: the cumulative change on day
 ``d`` is ``10 (d - 14) / (d + 1)`` points, 2.9 on day 20, inside the 3-point margin), a
-20-point drop by day 20 in 95% (median day 19). A month of 100,000 requests: 0.3 s for the 30
+20-point drop by day 20 in 95% (median day 19). A cycled eval set (300 items, 100 requests a
+day, every repeat answered alike, independent errors, zero margin): 0 of 400 A/A months
+have a NO_GO on any day (one difference per request: 18%); with 600 items cycled, a
+20-point drop from day 15 is NO_GO by day 29 in 77% of 30 months, a 10-point drop in none
+(the change of the mean over 600 items, 5 points by day 29, is within what 600 items can
+bound at ``alpha / m``). A month of 100,000 requests: 0.3 s for the 30
 anytime-valid looks, about 15 s with the naive column.
 """
 
@@ -527,6 +564,33 @@ def mean_change(
     return _mean_change(x, y, sample.paired, levels, 0.0, t_opt, "scores", sample.unmatched)
 
 
+@dataclass(frozen=True)
+class ItemMeans(ScoreSample):
+    """A quality scorer's per-item means of each arm, paired on the item, in the order the
+    items were first seen on both arms (:meth:`ItemScores.sequential`). ``prior_var``: the
+    variance of the regularising prior observation (1 for pass/fail values: a difference
+    spans ``[-1, 1]``; 0 for graded scores and lengths)."""
+
+    prior_var: float = 0.0
+
+
+def item_mean_change(
+    sample: ItemMeans,
+    relative: bool,
+    levels: Levels,
+    r: Resampling | None = None,
+    *,
+    t_opt: float = DEFAULT_T_OPT,
+) -> Change:
+    """Anytime-valid change of mean quality over items: the CS of the mean of the per-item
+    paired differences, one per item, whatever its number of repeats (module docstring,
+    *Repeated items*). For 0/1 values seen once per item it is :func:`proportion_change`."""
+    x, y = sample.baseline, sample.candidate
+    keep = ~(np.isnan(x) | np.isnan(y))
+    return _mean_change(x[keep], y[keep], True, levels, sample.prior_var, t_opt,
+                        "per-item means", sample.unmatched)  # fmt: skip
+
+
 def cost_change(
     sample: CostSample,
     relative: bool,
@@ -583,6 +647,7 @@ def cost_change(
 SEQUENTIAL_STATISTICS: dict[type, Callable[..., Change]] = {
     BinarySample: proportion_change,
     ScoreSample: mean_change,
+    ItemMeans: item_mean_change,
     CostSample: cost_change,
 }
 SEQUENTIAL_LATENCY_STATISTIC: Callable[..., Change] = quantile_change
@@ -726,7 +791,9 @@ class DaySeries:
 @dataclass(frozen=True)
 class ItemScores:
     """One scorer's values per scored request of each arm, with the item (``sample_id``
-    code) and day: the naive judge's per-item means of the data so far."""
+    code), day and arrival order (``seq_*``: any increasing key, comparable across the
+    arms; None: the arrays' order): the per-item means of the data so far, which both
+    verdicts read."""
 
     kind: str
     items_b: np.ndarray
@@ -736,10 +803,11 @@ class ItemScores:
     values_c: np.ndarray
     day_c: np.ndarray
     n_items: int
+    seq_b: np.ndarray | None = None
+    seq_c: np.ndarray | None = None
 
-    def through(self, day: int) -> BinarySample | ScoreSample:
-        """Per-item means of days ``<= day`` aligned on the item (as
-        :func:`harness.judge.preprocess.quality_samples` does for the whole run)."""
+    def _means(self, day: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int]]:
+        """``(both, mean_b, mean_c, unmatched)`` per item code on days ``<= day``."""
 
         def means(items: np.ndarray, vals: np.ndarray, days: np.ndarray):
             keep = days <= day
@@ -749,35 +817,66 @@ class ItemScores:
 
         hb, mb = means(self.items_b, self.values_b, self.day_b)
         hc, mc = means(self.items_c, self.values_c, self.day_c)
-        both = hb & hc
+        return hb & hc, mb, mc, (int((hb & ~hc).sum()), int((hc & ~hb).sum()))
+
+    def through(self, day: int) -> BinarySample | ScoreSample:
+        """Per-item means of days ``<= day`` aligned on the item (as
+        :func:`harness.judge.preprocess.quality_samples` does for the whole run): the naive
+        judge's sample."""
+        both, mb, mc, unmatched = self._means(day)
         x, y = mb[both], mc[both]
-        unmatched = (int((hb & ~hc).sum()), int((hc & ~hb).sum()))
         binary = self.kind == "binary" and bool(np.isin(x, (0.0, 1.0)).all()
                                                 and np.isin(y, (0.0, 1.0)).all())  # fmt: skip
         cls = BinarySample if binary else ScoreSample
         return cls(x, y, paired=True, unmatched=unmatched)
 
+    @functools.cached_property
+    def arrival_order(self) -> np.ndarray:
+        """Item codes by the arrival of their first observation on *both* arms (day, then
+        ``seq``): on any day the items seen on both arms are a prefix of it."""
+        none = np.iinfo(np.int64).max
+
+        def first(items: np.ndarray, days: np.ndarray, seq: np.ndarray | None) -> np.ndarray:
+            s = np.arange(items.size, dtype=np.int64) if seq is None else seq.astype(np.int64)
+            key = (days.astype(np.int64) << 40) | (s & ((1 << 40) - 1))
+            out = np.full(self.n_items, none, np.int64)
+            np.minimum.at(out, items, key)
+            return out
+
+        key = np.maximum(first(self.items_b, self.day_b, self.seq_b),
+                         first(self.items_c, self.day_c, self.seq_c))  # fmt: skip
+        return np.argsort(key, kind="stable")
+
+    def sequential(self, day: int, prior_var: float) -> ItemMeans:
+        """The anytime-valid verdict's sample: the same per-item means, in
+        :attr:`arrival_order` (the order :func:`inflation` reads)."""
+        both, mb, mc, unmatched = self._means(day)
+        order = self.arrival_order
+        order = order[both[order]]
+        return ItemMeans(mb[order], mc[order], paired=True, unmatched=unmatched,
+                         prior_var=prior_var)  # fmt: skip
+
 
 @dataclass
 class QualitySeries:
-    """One scorer over the month: per mirrored request (sequential) and per item (naive)."""
+    """One scorer over the month, per item (``sample_id``): both verdicts judge the change
+    of the mean over items of each item's paired difference (module docstring, *Repeated
+    items*)."""
 
     kind: str
     direction: str
-    per_request: DaySeries  # key "value"
-    per_item: ItemScores | None = None
+    per_item: ItemScores
 
     @functools.cached_property
     def binary(self) -> bool:
         """A pass/fail scorer whose every value is 0 or 1 (a rate, not a mean score)."""
-        sides = (self.per_request.baseline["value"], self.per_request.candidate["value"])
+        sides = (self.per_item.values_b, self.per_item.values_c)
         return self.kind == "binary" and all(bool(np.isin(v, (0.0, 1.0)).all()) for v in sides)
 
-    def sequential_sample(self, day: int) -> BinarySample | ScoreSample:
-        """Per mirrored request (or per arm, unpaired) on days ``<= day``."""
-        b, c, um = self.per_request.through(day)
-        cls = BinarySample if self.binary else ScoreSample
-        return cls(b["value"], c["value"], paired=self.per_request.paired, unmatched=um)
+    def sequential_sample(self, day: int) -> ItemMeans:
+        """Per-item means of days ``<= day``, paired on the item, one observation per item
+        (pass/fail: regularised like a rate, see :func:`item_mean_change`)."""
+        return self.per_item.sequential(day, 1.0 if self.binary else 0.0)
 
 
 @dataclass
@@ -803,8 +902,8 @@ class Month:
         return (nb + ua, nc + ub) if self.requests.paired else (nb, nc)
 
     def inputs(self, day: int, *, per_item: bool = False) -> JudgeInputs:
-        """The judge's inputs on days ``<= day``: quality per mirrored request (sequential)
-        or per item (``per_item``: what the fixed-sample judge reads)."""
+        """The judge's inputs on days ``<= day``: quality per item, as :class:`ItemMeans`
+        in arrival order (sequential) or as the fixed-sample judge reads it (``per_item``)."""
         out = JudgeInputs(self.baseline, self.candidate, errors=dict(self.errors),
                           notes=list(self.notes))  # fmt: skip
         if self.requests is not None:
@@ -814,10 +913,8 @@ class Month:
                            for m in LATENCY_MEASURES}  # fmt: skip
             out.failures = BinarySample(b["failed"], c["failed"], paired=p, unmatched=um)
         for name, qs in self.quality.items():
-            if per_item and qs.per_item is not None:
-                smp: BinarySample | ScoreSample = qs.per_item.through(day)
-            else:
-                smp = qs.sequential_sample(day)
+            smp: BinarySample | ScoreSample = (qs.per_item.through(day) if per_item
+                                               else qs.sequential_sample(day))  # fmt: skip
             out.quality[name] = QualityScorer(qs.kind, qs.direction, smp)
         fb, fc = self.cost_fixed
         if self.cost is not None or fb is not None or fc is not None:
@@ -858,6 +955,11 @@ def _metric_brief(r: MetricResult) -> dict[str, Any]:
 NAIVE_MAX_RESAMPLES = 500
 
 
+#: Version of the statistics in :func:`_settings_key`: a report's entries computed by an
+#: earlier version are judged again, not reused (2: quality per item, not per request).
+METHOD_VERSION = 2
+
+
 def _settings_key(*parts: Any) -> str:
     import hashlib
 
@@ -883,7 +985,7 @@ def month_verdicts(month: Month, cfg: JudgeConfig, days: Iterable[int] | None = 
     look_days = sorted({int(d) for d in (month.days if days is None else days)})
     last = max(month.days) if month.days else (look_days[-1] if look_days else 0)
     m = metrics_with_data(seq_cfg, month.inputs(last))
-    key = _settings_key(seq_cfg, naive_cfg if naive else None, m, t_opt)
+    key = _settings_key(METHOD_VERSION, seq_cfg, naive_cfg if naive else None, m, t_opt)
     old = {int(e["day"]): e for e in reuse or () if e.get("settings_key") == key}
     arm_b, arm_c = month.baseline.arm, month.candidate.arm
     out: list[dict[str, Any]] = []
@@ -988,40 +1090,46 @@ def _request_series(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> DaySe
                            a["day"], b["day"])  # fmt: skip
 
 
-def _score_days(data: RunData, clock: ExperimentClock) -> Any:
-    """``(arm, request_id) -> day`` of the request's first attempt, read from the part
-    files (the scores table names requests by id; RunData keeps codes only)."""
+class PartsChanged(ValueError):
+    """The request part files no longer hold the rows of the loaded run."""
+
+
+def _score_days(data: RunData, row_day: np.ndarray) -> Any:
+    """``(arm, request_id) -> (day, seq)``: the experiment-clock day of the request's first
+    attempt (``row_day``, the day of each row of ``data``) and its first row (arrival
+    order). The scores table names requests by id and RunData keeps codes only, so the ids
+    are read with :meth:`~harness.analysis.data.RunData.request_parts`, row-aligned with the
+    loaded rows (same phases, same days); the ``arm`` column read with them must match
+    ``data``'s row by row (else the parts changed since they were loaded:
+    :class:`PartsChanged`, and the month has no quality)."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
-    from harness.record.reader import iter_request_parts
-
-    cols = ("arm", "request_id", "t_virtual", "t_scheduled")
-    phases = list(data.analysis.include_phases)
-    tables = []
-    for part in iter_request_parts(data.run_dir, cols, phases):
-        if not part.num_rows:
-            continue
-        tv = part.column("t_virtual").cast(pa.int64())
-        ts = part.column("t_scheduled").cast(pa.int64())
-        tv_np = pc.fill_null(tv, 0).to_numpy(zero_copy_only=False).astype(np.float64)
-        ts_np = pc.fill_null(ts, 0).to_numpy(zero_copy_only=False).astype(np.float64)
-        has_tv = pc.is_valid(tv).to_numpy(zero_copy_only=False)
-        has_ts = pc.is_valid(ts).to_numpy(zero_copy_only=False)
-        virt = np.where(has_tv, tv_np,
-                        clock.origin_ns + (ts_np - clock.origin_ns) * clock.time_scale)  # fmt: skip
-        day = np.floor((virt - clock.origin_ns) / (clock.day_s * 1e9)).astype(np.int64)
-        day = np.where(has_tv | has_ts, day, -1)
-        tables.append(pa.table({"arm": part.column("arm").cast(pa.string()),
-                                "request_id": part.column("request_id").cast(pa.string()),
-                                "day": pa.array(day, pa.int64())}))  # fmt: skip
-    if not tables:
+    arms, ids = [], []
+    for part in data.request_parts(("arm", "request_id")):
+        if part.num_rows:
+            arms.append(part.column("arm").cast(pa.string()))
+            ids.append(part.column("request_id").cast(pa.string()))
+    n = sum(len(c) for c in ids)
+    if n != data.n_rows:
+        raise PartsChanged(f"request parts hold {n} rows, the loaded run {data.n_rows}: the "
+                         "run changed since it was loaded")  # fmt: skip
+    if not n:
         return pa.table({"arm": pa.array([], pa.string()), "request_id": pa.array([], pa.string()),
-                         "day": pa.array([], pa.int64())})  # fmt: skip
-    t = pa.concat_tables(tables)
-    agg = t.group_by(["arm", "request_id"]).aggregate([("day", "min")])
+                         "day": pa.array([], pa.int64()), "seq": pa.array([], pa.int64())})  # fmt: skip
+    arm_col = pa.chunked_array(arms)
+    code, names = _codes(arm_col)
+    null = data.arms.index("(unknown)") if "(unknown)" in data.arms else -3  # load_run's
+    lut = np.array([data.arms.index(v) if v in data.arms else -2 for v in names] + [null])
+    if not np.array_equal(lut[code], data.arm.astype(np.int64)):
+        raise PartsChanged("request parts do not line up with the loaded run (arm column "
+                         "differs): the run changed since it was loaded")  # fmt: skip
+    t = pa.table({"arm": arm_col, "request_id": pa.chunked_array(ids),
+                  "day": pa.array(np.asarray(row_day, np.int64)),
+                  "seq": pa.array(np.arange(n, dtype=np.int64))})  # fmt: skip
+    dated = t.filter(pa.array(np.asarray(row_day) >= 0))
+    agg = dated.group_by(["arm", "request_id"]).aggregate([("day", "min"), ("seq", "min")])
     return pa.table({"arm": agg.column("arm"), "request_id": agg.column("request_id"),
-                     "day": agg.column("day_min")})  # fmt: skip
+                     "day": agg.column("day_min"), "seq": agg.column("seq_min")})  # fmt: skip
 
 
 def _codes(col: Any) -> tuple[np.ndarray, list[str]]:
@@ -1035,22 +1143,27 @@ def _codes(col: Any) -> tuple[np.ndarray, list[str]]:
 
 def quality_series(table: Any, day_map: Any, arm_b: str, arm_c: str,
                    view_days: Sequence[int] | None = None) -> dict[str, QualitySeries]:  # fmt: skip
-    """Per scorer present on either arm: its month (per request and per item, with days)."""
+    """Per scorer present on either arm: its month per item (``sample_id``), each scored
+    request with its day and arrival order (``day_map``: :func:`_score_days`)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     from harness.quality.scorers import SCORERS
 
-    t = table.select(["arm", "request_id", "sample_id", "pair_id", "scorer", "value"])
+    t = table.select(["arm", "request_id", "sample_id", "scorer", "value"])
     t = t.set_column(0, "arm", t.column("arm").cast(pa.string()))
     t = t.set_column(1, "request_id", t.column("request_id").cast(pa.string()))
-    t = t.join(day_map, keys=["arm", "request_id"], join_type="inner")
+    if "seq" not in day_map.column_names:  # a bare (arm, request_id, day) map
+        day_map = day_map.append_column("seq", pa.array(np.arange(day_map.num_rows)))
+    t = t.join(day_map.select(["arm", "request_id", "day", "seq"]),
+               keys=["arm", "request_id"], join_type="inner")  # fmt: skip
     day = t.column("day").to_numpy(zero_copy_only=False).astype(np.int64)
     keep = day >= 0
     if view_days is not None:
         keep &= np.isin(day, np.asarray(list(view_days), np.int64))
     t = t.filter(pa.array(keep))
     day = day[keep]
+    seq = t.column("seq").to_numpy(zero_copy_only=False).astype(np.int64)
     arm_code, arm_names = _codes(t.column("arm"))
     scorer_code, scorer_names = _codes(t.column("scorer"))
 
@@ -1059,36 +1172,18 @@ def quality_series(table: Any, day_map: Any, arm_b: str, arm_c: str,
 
     is_b, is_c = arm_code == code(arm_names, arm_b), arm_code == code(arm_names, arm_c)
     items, item_names = _codes(t.column("sample_id"))
-    pairs, _ = _codes(t.column("pair_id"))
     vals = pc.fill_null(t.column("value"), math.nan).to_numpy(zero_copy_only=False)
     vals = vals.astype(np.float64)
-    fin = np.isfinite(vals)
+    fin = np.isfinite(vals) & (items >= 0)
     out: dict[str, QualitySeries] = {}
     for name, sc in SCORERS.items():
         this = scorer_code == code(scorer_names, name)
         sb, scc = this & is_b & fin, this & is_c & fin
         if not sb.any() and not scc.any():
             continue
-        pb, pc_ = pairs[sb], pairs[scc]
-        vb, vc, db, dc = vals[sb], vals[scc], day[sb], day[scc]
-        series = None
-        if pb.size and pc_.size and (pb >= 0).all() and (pc_ >= 0).all():
-            try:
-                ia, ic, _, _ = align_pairs(pb, pc_)
-            except ValueError:  # a pair scored twice on one arm: pair per item instead
-                ia = None
-            if ia is not None:
-                ma = np.ones(pb.size, bool)
-                ma[ia] = False
-                mc = np.ones(pc_.size, bool)
-                mc[ic] = False
-                d = np.maximum(db[ia], dc[ic])
-                series = DaySeries.build(True, {"value": vb[ia]}, {"value": vc[ic]}, d, d,
-                                         (db[ma], dc[mc]))  # fmt: skip
-        if series is None:
-            series = DaySeries.build(False, {"value": vb}, {"value": vc}, db, dc)
-        per_item = ItemScores(sc.kind, items[sb], vb, db, items[scc], vc, dc, len(item_names))
-        out[name] = QualitySeries(sc.kind, sc.better or "either", series, per_item)
+        per_item = ItemScores(sc.kind, items[sb], vals[sb], day[sb], items[scc], vals[scc],
+                              day[scc], len(item_names), seq[sb], seq[scc])  # fmt: skip
+        out[name] = QualitySeries(sc.kind, sc.better or "either", per_item)
     return out
 
 
@@ -1147,8 +1242,8 @@ def month_of(data: RunData, clock: ExperimentClock, cfg: JudgeConfig, scores: An
         if scores is not None:
             view = getattr(data, "days", None)
             table = getattr(scores, "table", scores)
-            month.quality = quality_series(table, _score_days(data, clock), arm_b, arm_c, view)
-    except ScoreError as exc:
+            month.quality = quality_series(table, _score_days(data, row_day), arm_b, arm_c, view)
+    except (ScoreError, PartsChanged) as exc:
         month.errors["quality"] = str(exc)
     try:
         month.cost, month.cost_fixed = _cost_month(data, arm_b, arm_c, req)
@@ -1189,8 +1284,8 @@ def daily_verdicts(data: RunData, clock: ExperimentClock, *, judge_cfg: JudgeCon
 
 
 def synthetic_month(seed: int, *, days: int = 30, per_day: Sequence[int] | int = 200,
-                    change_day: int | None = None, run: Any = None, changed: Any = None
-                    ) -> Month:  # fmt: skip
+                    change_day: int | None = None, run: Any = None, changed: Any = None,
+                    items: int | None = None) -> Month:  # fmt: skip
     """A month of a synthetic mirrored canary for calibration: the generative model of
     :func:`harness.judge.calibration.synthetic_inputs` (shared AR(1) load, stalls, item
     hardness, failures, costs) over ``sum(per_day)`` requests, day ``d`` holding
@@ -1198,7 +1293,13 @@ def synthetic_month(seed: int, *, days: int = 30, per_day: Sequence[int] | int =
     :class:`~harness.judge.calibration.SyntheticRun`, default: two models of equal accuracy
     with independent errors, an A/A of one model sampled twice) holds before
     ``change_day``; from it on, ``changed`` does (same seed, so the same load, items and
-    draws: only what ``changed`` changes differs)."""
+    draws: only what ``changed`` changes differs).
+
+    ``items``: an eval set of that many items cycled through instead (each pass a fresh
+    shuffle, as a month-long canary repeats its eval set), answered the same on every
+    repeat (a temperature-0 model: the quality values of an item's first request; from
+    ``change_day``, ``changed``'s answers to it); latency, failures and cost stay per
+    request."""
     from harness.judge.calibration import SyntheticRun, synthetic_inputs
 
     sizes = np.full(days, per_day) if isinstance(per_day, int) else np.asarray(per_day)
@@ -1226,13 +1327,19 @@ def synthetic_month(seed: int, *, days: int = 30, per_day: Sequence[int] | int =
     req_c["failed"] = mix(inp.failures.candidate, alt.failures.candidate)
     requests = DaySeries.build(True, req_b, req_c, day, day)
     quality = {}
-    items = np.arange(total)
+    if items is None:
+        item, n_items = np.arange(total), total
+    else:
+        if not 0 < items <= total:
+            raise ValueError(f"synthetic_month: items must be in [1, {total}], got {items!r}")
+        rng = np.random.default_rng([seed, 0x17E45])
+        passes = [rng.permutation(items) for _ in range(-(-total // items))]
+        item, n_items = np.concatenate(passes)[:total], items
     for name, qs in inp.quality.items():
-        x = qs.sample.baseline
-        y = mix(qs.sample.candidate, alt.quality[name].sample.candidate)
-        per_req = DaySeries.build(True, {"value": x}, {"value": y}, day, day)
-        per_item = ItemScores(qs.kind, items, x, day, items, y, day, total)
-        quality[name] = QualitySeries(qs.kind, qs.direction, per_req, per_item)
+        x = qs.sample.baseline[item]
+        y = mix(qs.sample.candidate[item], alt.quality[name].sample.candidate[item])
+        per_item = ItemScores(qs.kind, item, x, day, item, y, day, n_items)
+        quality[name] = QualitySeries(qs.kind, qs.direction, per_item)
     assert inp.cost is not None and inp.cost.baseline is not None
     assert inp.cost.candidate is not None and alt.cost is not None
     cost = DaySeries.build(False, {"usd": inp.cost.baseline},

@@ -328,6 +328,15 @@ def _compute(data: RunData, s: CostSettings, today: dt.date | None
         role = role_of(kind)
         block: dict[str, Any] = {"role": role, "kind": kind}
         usage = arm_usage(data, arm)
+        if kind == "router":  # a later leg (escalation, failover) is no retry
+            from harness.routing.live import later_leg_rows
+
+            lr, code = logical_requests(data), data.arms.index(arm)
+            kept = ((lr.arm == code) & (lr.outcome != CANCELLED))[lr.of_row]
+            hops = int((later_leg_rows(data, code) & kept).sum())
+            retried = max(0, usage.retried_attempts - hops)
+            usage = replace(usage, retried_attempts=retried,
+                            retry_rate=retried / usage.requests if usage.requests else 0.0)  # fmt: skip
         block["measured"] = {
             "requests": usage.requests, "ok_requests": usage.ok_requests,
             "cancelled_requests": usage.cancelled_requests, "attempts": usage.attempts,

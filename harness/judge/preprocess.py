@@ -12,8 +12,8 @@ Two comparisons:
   arm of that name): independent samples, except quality, paired on ``sample_id`` (the same
   eval items).
 
-Quality: the scores table (:func:`harness.quality.score.ensure_scores`, written when missing
-or stale), one value per item and scorer (:func:`harness.quality.score.item_values`: repeats
+Quality: the scores table (:func:`harness.quality.score.scores_for`: written when missing
+or stale; in a day's view only that day's rows), one value per item and scorer (:func:`harness.quality.score.item_values`: repeats
 of an item averaged), aligned on ``sample_id``; each scorer's kind and better direction come
 from its registry entry (:data:`harness.quality.scorers.SCORERS`). Cost per task: the run's
 cost settings (:mod:`harness.cost.section`): an API arm's recorded cost of every logical
@@ -109,12 +109,9 @@ def request_samples(da: RunData, arm_a: str, db: RunData, arm_b: str, paired: bo
 
 
 def _scores(data: RunData):
-    from harness.quality.score import ensure_scores, has_references
+    from harness.quality.score import scores_for
 
-    phases = list(data.analysis.include_phases)
-    if not has_references(Path(data.run_dir), phases):
-        return None
-    return ensure_scores(Path(data.run_dir), phases)
+    return scores_for(data)  # a day's view: that day's rows only
 
 
 def quality_samples(da: RunData, arm_a: str, db: RunData, arm_b: str

@@ -411,3 +411,76 @@ def item_values(table: pa.Table, arm: str, scorer: str) -> tuple[np.ndarray, np.
     uniq, inv, n = np.unique(ids.astype(str), return_inverse=True, return_counts=True)
     means = np.bincount(inv, weights=vals, minlength=uniq.size) / n
     return uniq, means, {"occurrences": int(ids.size), "repeated_items": int((n > 1).sum())}
+
+
+def scores_for(data: Any) -> Scores | None:
+    """The scores of a :class:`~harness.analysis.data.RunData`, the one place every report
+    consumer (quality section, judge inputs, canary figures) gets them: None when the run has
+    no reference answers, else :func:`ensure_scores` (raises :class:`ScoreError` like it).
+
+    In a day's view (``data.days`` set: ``load_run(days=...)``) the table keeps only the
+    score rows of the loaded rows (key ``arm``, ``request_id``, ``attempt``) and the per-arm
+    counts are recounted over the loaded rows, so a day's report never mixes in the rest of
+    the month. Cached on ``data``."""
+    key = ("scores_for",)
+    if key in data.cache:
+        return data.cache[key]
+    run_dir = Path(data.run_dir)
+    phases = list(data.analysis.include_phases)
+    if not has_references(run_dir, phases):
+        data.cache[key] = None
+        return None
+    scores = ensure_scores(run_dir, phases)
+    if getattr(data, "days", None) is not None:
+        scores = _restrict(scores, data)
+    data.cache[key] = scores
+    return scores
+
+
+def _restrict(scores: Scores, data: Any) -> Scores:
+    """``scores`` restricted to the rows of ``data`` (a day's view), counts recounted."""
+    keys = data.row_keys()
+    names = ["arm", "request_id", "attempt"]
+    table = scores.table
+    if keys is None:
+        table = table.slice(0, 0)
+    elif table.num_rows:
+        order = pa.array(np.arange(table.num_rows, dtype=np.int64))
+        table = table.append_column("_order", order)
+        table = table.join(keys.group_by(names).aggregate([]), keys=names, join_type="left semi")
+        table = table.sort_by("_order").drop_columns("_order").cast(SCORES_SCHEMA)
+    day_note = (f"Restricted to the loaded rows of experiment-clock day(s) "
+                f"{', '.join(map(str, data.days))}.")  # fmt: skip
+    return Scores(table, _view_counts(data), [*scores.notes, day_note], scores.fingerprint,
+                  scores.items)  # fmt: skip
+
+
+def _view_counts(data: Any) -> dict[str, ArmCounts]:
+    """Per arm, the logical requests with a reference answer among ``data``'s rows, by the
+    outcome of their final attempt (as :func:`score_rows` counts them)."""
+    cols = ("arm", "request_id", "attempt", "status", "error_type", "reference_answer")
+    frames = []
+    for part in data.request_parts(cols):
+        keep = pc.is_valid(part.column("reference_answer"))
+        if part.num_rows and pc.any(keep).as_py():
+            frames.append(part.filter(keep).drop_columns("reference_answer").to_pandas())
+    counts: dict[str, ArmCounts] = {}
+    if not frames:
+        return counts
+    import pandas as pd
+
+    df = pd.concat(frames, ignore_index=True)
+    df["arm"] = df["arm"].astype(str)
+    df["attempt"] = df["attempt"].fillna(0)
+    rid = df["request_id"].astype(object)
+    df["rid"] = rid.where(rid.notna(), "#" + df.index.astype(str))
+    final = df.sort_values("attempt", kind="stable").drop_duplicates(["arm", "rid"], keep="last")
+    status = final["status"].astype(str)
+    cancelled = (status != "ok") & (final["error_type"].astype(object) == "cancelled")
+    for arm, grp in final.assign(ok=status == "ok", cancelled=cancelled).groupby("arm"):
+        n_cancel = int(grp["cancelled"].sum())
+        answered = int(grp["ok"].sum())
+        counts[str(arm)] = ArmCounts(requests=len(grp) - n_cancel, answered=answered,
+                                     unanswered=len(grp) - n_cancel - answered,
+                                     cancelled=n_cancel)  # fmt: skip
+    return counts

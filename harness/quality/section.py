@@ -50,7 +50,7 @@ from harness.analysis.paired import (
     wilcoxon_signed_rank,
 )
 from harness.analysis.stats import wilson_ci
-from harness.quality.score import ScoreError, Scores, ensure_scores, has_references
+from harness.quality.score import ScoreError, Scores, scores_for
 from harness.quality.scorers import SCORERS
 
 #: Keys of the ``quality`` object that are not arm names.
@@ -283,13 +283,12 @@ def quality_section(data: RunData, summary: dict[str, Any]) -> dict[str, Any] | 
     """Report section ``quality``: None when the run has no reference answers; ``{"error":
     message}`` when it has but cannot be scored (output text not recorded)."""
     run_dir = Path(data.run_dir)
-    phases = list(data.analysis.include_phases)
-    if not has_references(run_dir, phases):
-        return None
     try:
-        scores = ensure_scores(run_dir, phases)
+        scores = scores_for(data)  # a day's view: that day's rows only
     except ScoreError as exc:
         return {"error": str(exc)}
+    if scores is None:
+        return None
     kinds = {a: (data.arm_info.get(a) or {}).get("kind") for a in data.arms}
     judge = (data.manifest.get("config") or {}).get("judge")
     base, cand, source = pick_arms(

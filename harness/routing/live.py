@@ -13,14 +13,20 @@ arms). For each request :class:`RouterClient`:
    never for a sensitive request), a timeout is not retried: the attempt is abandoned at the
    budget (``error_type`` ``timeout``, no first token, the policy's convention) and the
    policy fails it over;
-3. reports every attempt to ``policy.observe`` (the large arm's with its API cost, priced by
-   the cost model: :func:`attempt_pricer`), then asks ``policy.after`` with the leg's final
-   attempt whether the answer stands or the request goes on to the other arm (escalation,
-   failover; one hop at most).
+3. reports each *leg* (the visit to one arm, that arm's retries included) once to
+   ``policy.observe``: its final outcome, TTFT and E2E from the leg's start, the API cost of
+   all its attempts (priced by the cost model: :func:`attempt_pricer`), abandoned at the TTFT
+   budget when its first token came later (:func:`~harness.routing.policy.leg_attempt`,
+   exactly what the replay derives from a recorded logical request); then asks
+   ``policy.after`` with that leg whether the answer stands or the request goes on to the
+   other arm (escalation, failover; one hop at most). A cancelled leg is not observed.
 
 Rows: each underlying attempt is a row of its own (billed separately) with ``arm`` = the
 router arm, ``target_kind`` / ``model`` of the underlying target, ``route`` = the underlying
-arm, ``route_reason`` = the decision's reason and ``escalated`` = True on the second leg.
+arm, ``route_reason`` = the decision's reason and ``escalated`` = True on every row of a later
+leg, whatever sent it there (an escalation *or* a failover: ``route_reason`` tells which).
+The first row of a later leg has ``attempt > 0`` but is no retry: a router arm's retry rate
+counts retries within legs only (:func:`later_leg_rows`).
 All legs share ``request_id`` and ``t_arrival`` (the routed request's arrival), and attempt
 numbers continue across legs (0, 1, ...), so the logical request
 (:mod:`harness.analysis.requests`) ends with the final leg: its latency, arrival -> end of the
@@ -44,18 +50,29 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import numpy as np
+
 from harness.canary.clock import ExperimentClock
 from harness.config import ConfigError, TargetConfig
 from harness.record.schema import RequestRecord
-from harness.routing.policy import Attempt, Decision, RouteRequest, RouterPolicy, Signals
-from harness.routing.settings import PolicyConfig, policy_from_config
+from harness.routing.policy import (
+    Attempt,
+    Decision,
+    RouteRequest,
+    RouterPolicy,
+    Signals,
+    leg_attempt,
+)
+from harness.routing.settings import (
+    QUEUE_DEPTH_MAX_AGE_S,
+    QUEUE_METRIC,
+    PolicyConfig,
+    policy_from_config,
+)
 from harness.targets import clock
 from harness.workloads.base import WorkItem
 
 log = logging.getLogger(__name__)
-
-#: The scraped gauge the router reads as the small arm's queue depth.
-QUEUE_METRIC = "vllm:num_requests_waiting"
 
 #: A leg client: (underlying arm name, its target) -> an ArmClient recording as the router.
 LegFactory = Callable[[str, TargetConfig], Any]
@@ -66,10 +83,11 @@ class QueueDepths:
 
     A scrape's rows for one arm share one ``t``; the depth is the sum of
     :data:`QUEUE_METRIC` over its label sets (one per served model). A value older than
-    ``max_age_s`` (the scraper stopped or fails) is not a signal: :meth:`get` returns None.
+    ``max_age_s`` (the scraper stopped or fails; :data:`QUEUE_DEPTH_MAX_AGE_S`, the replay's
+    rule too) is not a signal: :meth:`get` returns None.
     """
 
-    def __init__(self, max_age_s: float = 30.0) -> None:
+    def __init__(self, max_age_s: float = QUEUE_DEPTH_MAX_AGE_S) -> None:
         self.max_age_s = max_age_s
         self._lock = threading.Lock()
         self._latest: dict[str, tuple[float, float]] = {}  # arm -> (monotonic s, depth)
@@ -286,18 +304,17 @@ class RouterClient:
             client = self.legs[route]
             # the policy says when the small arm's first token is due (never for a
             # sensitive request); a leg sent after a hop is final and waits it out
-            budgeted = (
-                leg == 0
-                and self.budget_leg is not None
-                and self.policy.ttft_deadline(route, req) is not None
-            )
+            deadline = self.policy.ttft_deadline(route, req) if leg == 0 else None
+            budgeted = deadline is not None and self.budget_leg is not None
             client = self.budget_leg if budgeted else client
             held: list[RequestRecord] = []
+            leg_rows: list[RequestRecord] = []
             offset = next_attempt
+            tv_leg = tv0 + int(round((t_leg - t_arr) * scale))
 
             def on_leg_row(rec: RequestRecord, *, _route: str = route, _reason: str = reason,
                            _esc: bool = escalated, _offset: int = offset,
-                           _budgeted: bool = budgeted,
+                           _budgeted: bool = budgeted, _rows: list[RequestRecord] = leg_rows,
                            _held: list[RequestRecord] = held) -> None:  # fmt: skip
                 rec.attempt += _offset
                 rec.t_arrival = t_arr
@@ -307,8 +324,7 @@ class RouterClient:
                         f"no first token within the router's TTFT budget "
                         f"({self.policy.ttft_deadline(small):g} s): abandoned to fail over"
                     )
-                with self._lock:
-                    self.policy.observe(self._attempt(rec, ec))
+                _rows.append(rec)
                 if rec.will_retry:
                     emit(rec)  # another attempt of this leg follows
                 else:
@@ -321,7 +337,7 @@ class RouterClient:
                     pair_id=pair_id,
                     t_scheduled_ns=t_leg,
                     phase=phase,
-                    t_virtual_ns=tv0 + int(round((t_leg - t_arr) * scale)),
+                    t_virtual_ns=tv_leg,
                     on_row=on_leg_row,
                     time_scale=scale,
                 )
@@ -334,9 +350,12 @@ class RouterClient:
             last = held[-1]
             next_attempt = last.attempt + 1
             decision = None
-            if last.error_type != "cancelled":
+            if last.error_type != "cancelled":  # a cancelled leg is no outcome (as in replay)
+                att = self._leg_attempt(route, leg_rows, t_leg, ec.elapsed_s(tv_leg), scale,
+                                        deadline, req.day)  # fmt: skip
                 with self._lock:
-                    decision = self.policy.after(req, self._attempt(last, ec))
+                    self.policy.observe(att)
+                    decision = self.policy.after(req, att)
             if decision is not None and decision.arm is not None and last.status != "ok":
                 last.will_retry = True  # the request goes on on the other arm
             for rec in held:
@@ -407,21 +426,31 @@ class RouterClient:
         rec.route_reason, rec.will_retry = reason, False
         return rec
 
-    def _attempt(self, rec: RequestRecord, ec: ExperimentClock) -> Attempt:
-        """What the policy sees of a recorded attempt (times on the experiment clock)."""
-        t_end = rec.t_end if rec.t_end is not None else clock.now_ns()
-        route = str(rec.route)
-        cost = self._price(rec) if (self._price is not None and route == self.policy.large) else 0.0
-        return Attempt(
-            arm=route,
-            status=rec.status,
-            error_type=rec.error_type,
-            ttft_s=rec.ttft_s,
-            e2e_s=rec.e2e_s,
-            output_text=rec.output_text,
-            finish_reason=rec.finish_reason,
-            cost_usd=cost,
-            t_end_s=ec.elapsed_s(ec.virtual_ns(t_end)),
+    def _leg_attempt(self, route: str, rows: list[RequestRecord], t_leg_ns: int,
+                     start_s: float, scale: float, deadline: float | None, day: int
+                     ) -> Attempt:  # fmt: skip
+        """What the policy sees of one leg (:func:`~harness.routing.policy.leg_attempt`, as
+        the replay derives it from a recorded logical request): the final attempt's outcome,
+        TTFT and E2E from the leg's start ``t_leg_ns`` (retries within the leg included), the
+        API cost of all its attempts."""
+        last = rows[-1]
+        t_end = last.t_end if last.t_end is not None else clock.now_ns()
+        ttft = None if last.t_first_token is None else (last.t_first_token - t_leg_ns) / 1e9
+        priced = self._price is not None and route == self.policy.large
+        cost = sum(self._price(r) for r in rows) if priced else 0.0  # type: ignore[misc]
+        return leg_attempt(
+            route,
+            ok=last.status == "ok",
+            error_type=last.error_type,
+            ttft_s=ttft,
+            elapsed_s=max(0.0, (t_end - t_leg_ns) / 1e9),
+            start_s=start_s,
+            time_scale=scale,
+            deadline_s=deadline,
+            output_text=last.output_text,
+            finish_reason=last.finish_reason,
+            cost_usd=float(cost),
+            day=day,
         )
 
     def _apply_output_mode(self, rec: RequestRecord) -> None:
@@ -430,6 +459,24 @@ class RouterClient:
             rec.output_text = None
         elif self._output_text == "hash" and rec.output_text is not None:
             rec.output_text = hashlib.sha256(rec.output_text.encode("utf-8")).hexdigest()
+
+
+def later_leg_rows(data: Any, code: int) -> np.ndarray:
+    """Rows of arm ``code`` of a RunData (:mod:`harness.analysis.data`) that begin a later leg
+    of their request (an escalation or failover to the other arm): an ``attempt > 0`` whose
+    ``route`` differs from the previous attempt's. They are not retries; every other
+    ``attempt > 0`` is. False everywhere for a plain arm (no ``route``)."""
+    names, codes = data.labels.get("route", ([], None))
+    out = np.zeros(data.n_rows, bool)
+    rows = np.flatnonzero(data.arm == code)
+    if codes is None or rows.size < 2:
+        return out
+    order = rows[np.lexsort((data.attempt[rows], data.request[rows]))]
+    req, route = data.request[order], codes[order]
+    same_req = req[1:] == req[:-1]
+    hop = same_req & (route[1:] != route[:-1]) & (route[1:] >= 0) & (route[:-1] >= 0)
+    out[order[1:][hop]] = True
+    return out
 
 
 def is_router(target: TargetConfig) -> bool:
@@ -469,6 +516,7 @@ __all__ = [
     "RouterClient",
     "attempt_pricer",
     "is_router",
+    "later_leg_rows",
     "router_policy_config",
     "signal_scrapers",
 ]

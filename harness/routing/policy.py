@@ -1,8 +1,9 @@
 """The hybrid routing policy: one object, two drivers (the live router arm and the replay).
 
-A driver asks :meth:`RouterPolicy.first` where a request goes, sends it, reports every attempt
-it made to :meth:`RouterPolicy.observe`, and asks :meth:`RouterPolicy.after` whether the
-attempt's answer is final or the request goes on to the other arm. The policy holds no wall
+A driver asks :meth:`RouterPolicy.first` where a request goes, sends it, reports each leg
+(the visit to one arm, its retries included: :func:`leg_attempt`) once to
+:meth:`RouterPolicy.observe`, and asks :meth:`RouterPolicy.after` whether the leg's answer is
+final or the request goes on to the other arm. The policy holds no wall
 clock: time comes from the experiment clock (``RouteRequest.t_s``, ``Attempt.t_end_s``), so
 the same sequence of calls gives the same state and the same decisions in both drivers.
 
@@ -29,8 +30,12 @@ time per token), or their overload-failure share reaches ``breaker_error_rate``.
 without a first token counts with TTFT ``>= e2e_s`` (its elapsed time, a lower bound). Open,
 it stays open ``cooldown_s`` seconds, then closes with an empty window.
 
-Convention shared by the drivers: an attempt abandoned at the TTFT budget is reported as
-``status="error", error_type="timeout", ttft_s=None, e2e_s=<elapsed>``.
+Convention shared by the drivers: the policy sees one :class:`Attempt` per *leg* (a visit of
+the request to one arm, that arm's client retries included), built by :func:`leg_attempt`
+from the leg's final outcome with ``ttft_s`` / ``e2e_s`` measured from the leg's start (the
+arrival, for the first leg) and ``day`` the request's day. A leg with a TTFT deadline whose
+first token came later (or never) and which lasted past it is reported abandoned at the
+budget: ``status="error", error_type="timeout", ttft_s=None, e2e_s=<budget>``.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from harness.routing.settings import PolicyConfig, check_policy
+from harness.routing.settings import PolicyConfig, check_policy, policy_warnings
 
 #: Closed set of decision reasons (``<validator>`` / ``<error_type>`` filled in).
 REASONS = (
@@ -85,6 +90,9 @@ class Attempt:
     finish_reason: str | None = None
     cost_usd: float | None = None  # API cost of the attempt (None: priced by ``price``, or 0)
     t_end_s: float = 0.0  # experiment-clock seconds when it ended
+    #: experiment-clock day of the attempt's request (its arrival): the day its API cost is
+    #: charged to (None: the day of the latest request routed)
+    day: int | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +171,42 @@ def failing_validator(attempt: Attempt, cfg: Any) -> str | None:
         if not VALIDATORS[name](attempt, cfg):
             return name
     return None
+
+
+def leg_attempt(
+    arm: str,
+    *,
+    ok: bool,
+    error_type: str | None,
+    ttft_s: float | None,
+    elapsed_s: float,
+    start_s: float,
+    time_scale: float,
+    deadline_s: float | None = None,
+    output_text: str | None = None,
+    finish_reason: str | None = None,
+    cost_usd: float = 0.0,
+    day: int | None = None,
+) -> Attempt:
+    """The attempt the policy sees of one leg, in both drivers: the leg's final outcome, its
+    ``ttft_s`` (None: no first token) and ``elapsed_s`` (wall seconds from the leg's start to
+    the end of its final attempt, retries included), ``start_s`` the leg's start on the
+    experiment clock (``t_end_s = start_s + elapsed_s x time_scale``), ``cost_usd`` the API
+    cost of all its attempts. With a TTFT ``deadline_s`` (:meth:`RouterPolicy.ttft_deadline`)
+    a leg whose first token came after it, or never, and that lasted past it is abandoned at
+    the deadline (``timeout``, no first token, ``e2e_s`` = the deadline, no cost)."""
+    if ttft_s is not None and not math.isfinite(ttft_s):
+        ttft_s = None
+    elapsed = float(elapsed_s) if math.isfinite(elapsed_s) else 0.0
+    if deadline_s is not None and (ttft_s is None or ttft_s > deadline_s) and elapsed > deadline_s:
+        return Attempt(arm=arm, status="error", error_type="timeout", ttft_s=None,
+                       e2e_s=deadline_s, cost_usd=0.0,
+                       t_end_s=start_s + deadline_s * time_scale, day=day)  # fmt: skip
+    return Attempt(
+        arm=arm, status="ok" if ok else "error", error_type=None if ok else error_type,
+        ttft_s=ttft_s, e2e_s=elapsed, output_text=output_text, finish_reason=finish_reason,
+        cost_usd=float(cost_usd), t_end_s=start_s + elapsed * time_scale, day=day,
+    )  # fmt: skip
 
 
 def quantile(values: list[float], q: float) -> float:
@@ -314,11 +358,13 @@ class RouterPolicy:
     # -------------------------------------------------------------- state
 
     def observe(self, attempt: Attempt) -> None:
-        """Account for a finished attempt: the small arm's breaker window, the large arm's
-        API spend (charged to the day of the latest request routed)."""
+        """Account for a finished attempt (one per leg, :func:`leg_attempt`): the small arm's
+        breaker window, the large arm's API spend (charged to ``attempt.day``, its request's
+        day; unset: the day of the latest request routed)."""
         if attempt.arm == self.large:
             cost = self._price(attempt) if self._price is not None else attempt.cost_usd
-            self._spent[self._day] = self._spent.get(self._day, 0.0) + float(cost or 0.0)
+            day = attempt.day if attempt.day is not None else self._day
+            self._spent[day] = self._spent.get(day, 0.0) + float(cost or 0.0)
             return
         if attempt.arm != self.small:
             return
@@ -366,4 +412,5 @@ class RouterPolicy:
             "budget_exhausted_days": [d for d in sorted(self._spent) if self.budget_exhausted(d)],
             "decisions": dict(sorted(self._counts.items())),
             "dropped_hops": self._dropped_hops,
+            "warnings": policy_warnings(self.cfg),
         }

@@ -15,9 +15,12 @@ they would live: a request sees only the attempts that ended before it arrived.
 Per arrival and arm the recorded *logical request* (the arm's client retries included,
 :mod:`harness.analysis.requests`) is the attempt the policy sees: ``ttft_s`` / ``e2e_s``
 from the arrival, its output text and finish reason, its API cost (the run's cost model,
-:func:`harness.cost.section.run_cost`). An attempt of the small arm whose first token comes
-after the TTFT budget is reported as abandoned at the budget (``timeout``, no first token,
-``e2e_s`` = budget), as the live router reports it.
+:func:`harness.cost.section.run_cost`): one leg, as the live router reports each of its legs
+to the policy (:func:`harness.routing.policy.leg_attempt`, shared by both). A first leg of the
+small arm whose first token comes after the TTFT budget is reported as abandoned at the
+budget (``timeout``, no first token, ``e2e_s`` = budget), as the live router reports it; a
+second leg waits it out. The small arm's queue depth at an arrival is its latest scrape, if
+no older than :data:`~harness.routing.settings.QUEUE_DEPTH_MAX_AGE_S` (as live).
 
 The replayed request (what the user lived through):
 
@@ -45,11 +48,9 @@ import pyarrow as pa
 
 from harness.analysis.data import RunData
 from harness.analysis.requests import CANCELLED, FAILED, OK, logical_requests
-from harness.routing.policy import Attempt, RouteRequest, RouterPolicy, Signals
-from harness.routing.settings import PolicyConfig
+from harness.routing.policy import Attempt, RouteRequest, RouterPolicy, Signals, leg_attempt
+from harness.routing.settings import QUEUE_DEPTH_MAX_AGE_S, QUEUE_METRIC, PolicyConfig
 
-#: Queue-depth metric scraped from a vLLM arm (the policy's ``queue_depth_max`` signal).
-QUEUE_METRIC = "vllm:num_requests_waiting"
 #: Workload items read at most when looking up prompts and tags by sample_id.
 MAX_WORKLOAD_ITEMS = 200_000
 
@@ -167,7 +168,9 @@ def _prompts_and_tags(
 
 
 def _queue_depth(data: RunData, arm: str, t_abs_ns: np.ndarray) -> np.ndarray:
-    """The arm's latest scraped ``vllm:num_requests_waiting`` at or before each time (NaN)."""
+    """The arm's latest scraped ``vllm:num_requests_waiting`` at or before each time (NaN:
+    none, or older than :data:`~harness.routing.settings.QUEUE_DEPTH_MAX_AGE_S` wall seconds,
+    the live router's staleness rule)."""
     out = np.full(t_abs_ns.size, np.nan)
     m = data.metrics
     if m is None or m.num_rows == 0:
@@ -187,6 +190,7 @@ def _queue_depth(data: RunData, arm: str, t_abs_ns: np.ndarray) -> np.ndarray:
     sums = np.add.reduceat(v, start)
     j = np.searchsorted(uniq, t_abs_ns, side="right") - 1
     ok = j >= 0
+    ok[ok] = (t_abs_ns[ok] - uniq[j[ok]]) <= QUEUE_DEPTH_MAX_AGE_S * 1e9
     out[ok] = sums[j[ok]]
     return out
 
@@ -364,21 +368,19 @@ class Replayed:
                                                            strict=True)])  # fmt: skip
 
 
-def _attempt(m: Mirrored, arm: str, i: int, start_s: float, deadline: float | None) -> Attempt:
-    """The attempt the policy sees when arrival ``i`` is sent to ``arm`` at ``start_s``."""
+def _attempt(m: Mirrored, arm: str, i: int, start_s: float, deadline: float | None,
+             day: int | None = None) -> Attempt:  # fmt: skip
+    """The attempt the policy sees when arrival ``i`` is sent to ``arm`` at ``start_s``: the
+    arm's recorded logical request as one leg (:func:`~harness.routing.policy.leg_attempt`,
+    as the live router derives it from its leg's rows)."""
     o = m.arms[arm]
     ttft = float(o.ttft_s[i])
-    ttft_v = ttft if math.isfinite(ttft) else None
-    elapsed = float(o.elapsed_s[i]) if math.isfinite(o.elapsed_s[i]) else 0.0
-    if deadline is not None and (ttft_v is None or ttft_v > deadline) and elapsed > deadline:
-        return Attempt(arm=arm, status="error", error_type="timeout", ttft_s=None, e2e_s=deadline,
-                       output_text=None, finish_reason=None, cost_usd=0.0,
-                       t_end_s=start_s + deadline * m.time_scale)  # fmt: skip
-    ok = bool(o.ok[i])
-    return Attempt(
-        arm=arm, status="ok" if ok else "error", error_type=o.error_type[i], ttft_s=ttft_v,
-        e2e_s=elapsed, output_text=o.output_text[i], finish_reason=o.finish_reason[i],
-        cost_usd=float(o.cost_usd[i]), t_end_s=start_s + elapsed * m.time_scale,
+    return leg_attempt(
+        arm, ok=bool(o.ok[i]), error_type=o.error_type[i],
+        ttft_s=ttft if math.isfinite(ttft) else None, elapsed_s=float(o.elapsed_s[i]),
+        start_s=start_s, time_scale=m.time_scale, deadline_s=deadline,
+        output_text=o.output_text[i], finish_reason=o.finish_reason[i],
+        cost_usd=float(o.cost_usd[i]), day=day,
     )  # fmt: skip
 
 
@@ -419,7 +421,10 @@ def replay(m: Mirrored, cfg: PolicyConfig, name: str = "policy") -> Replayed:
         nonlocal seq
         req = reqs[i]
         assert req is not None
-        att = _attempt(m, arm, i, start, pol.ttft_deadline(arm, req))
+        # the TTFT budget applies to the first leg only: a leg sent after a hop is final and
+        # waits it out (as live)
+        deadline = pol.ttft_deadline(arm, req) if hop_reason[i] is None else None
+        att = _attempt(m, arm, i, start, deadline, req.day)
         calls[arm][i] = True
         api[i] += float(att.cost_usd or 0.0) if m.role.get(arm) == "api" else 0.0
         heapq.heappush(heap, (att.t_end_s, 0, seq, i, att, offset))
@@ -521,13 +526,6 @@ def _row_quantiles(rows: np.ndarray, q: float) -> np.ndarray:
     return np.where(nv > 0, out, np.nan)
 
 
-def _nanmean_rows(rows: np.ndarray) -> np.ndarray:
-    cnt = (~np.isnan(rows)).sum(axis=1)
-    tot = np.nansum(rows, axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(cnt > 0, tot / np.maximum(cnt, 1), np.nan)
-
-
 def _series(m: Mirrored, r: Replayed, scorer: str | None) -> dict[str, tuple[str, np.ndarray]]:
     """Per-arrival series behind each figure: name -> (statistic, values)."""
     out: dict[str, tuple[str, np.ndarray]] = {
@@ -561,25 +559,82 @@ def _point(stat: str, v: np.ndarray) -> float:
     return float(_row_quantiles(v[None, :], float(stat[1:]))[0])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Resampler:
-    """Bootstrap draws over ``n`` items: ``resamples`` rows of ``n`` indices drawn with
-    replacement from one seeded stream, handed out in chunks of at most :data:`CHUNK`
-    indices (so memory stays bounded) and identical on every call, so every policy of one
-    what-if is measured on the same resampled items (paired)."""
+    """Bootstrap draws over ``n`` arrivals, clustered by item: each resample draws the
+    clusters (``clusters``: cluster index per arrival, 0..k-1; None: every arrival its own)
+    with replacement and takes every arrival of each drawn cluster, so an item's repeats
+    move together. Draws are handed out as integer weights (how often each arrival's cluster
+    was drawn), ``resamples`` rows in chunks of at most :data:`CHUNK` values (bounded memory),
+    from one seeded stream and identical on every call, so every policy of one what-if is
+    measured on the same resampled items (paired). :meth:`over_items` clusters by
+    ``sample_id``."""
 
     n: int
     resamples: int
     seed: int
+    clusters: np.ndarray | None = None
 
-    def chunks(self) -> Iterator[np.ndarray]:
+    @classmethod
+    def over_items(cls, sample_ids: Any, resamples: int, seed: int) -> Resampler:
+        """Clusters = items (``sample_id``; an arrival without one is its own item)."""
+        keys = ["\0" + str(i) if s is None else "\1" + str(s) for i, s in enumerate(sample_ids)]
+        _, inv = np.unique(np.asarray(keys, dtype=str), return_inverse=True)
+        return cls(len(keys), resamples, seed, inv.astype(np.int64).ravel())
+
+    @property
+    def n_clusters(self) -> int:
+        if self.clusters is None or self.n == 0:
+            return self.n
+        return int(self.clusters.max()) + 1
+
+    def weights(self) -> Iterator[np.ndarray]:
+        """``(rows, n)`` int64 weights per chunk, one row per resample."""
         rng = np.random.default_rng(self.seed)
-        rows = max(1, CHUNK // max(self.n, 1))
+        c = self.n_clusters
+        rows = max(1, CHUNK // max(self.n, c, 1))
         done = 0
         while done < self.resamples and self.n > 0:
             k = min(rows, self.resamples - done)
-            yield rng.integers(0, self.n, size=(k, self.n), dtype=np.int64)
+            idx = rng.integers(0, c, size=(k, c), dtype=np.int64)
+            flat = (idx + np.arange(k, dtype=np.int64)[:, None] * c).ravel()
+            counts = np.bincount(flat, minlength=k * c).reshape(k, c)
+            yield counts if self.clusters is None else counts[:, self.clusters]
             done += k
+
+
+def _weighted_quantiles(x: np.ndarray, w: np.ndarray, q: float) -> np.ndarray:
+    """Per row of integer weights ``w``, the type-7 quantile of ``x`` with each value repeated
+    its weight times (NaN left out; ``+inf`` censored), as :func:`_row_quantiles` of the
+    expanded sample."""
+    order = np.argsort(x, kind="stable")  # NaN last
+    xs = x[order]
+    ws = w[:, order] * (~np.isnan(xs))
+    cum = np.cumsum(ws, axis=1)
+    nv = cum[:, -1]
+    h = (np.maximum(nv, 1) - 1) * q
+    j = np.floor(h).astype(np.int64)
+    k = np.minimum(j + 1, np.maximum(nv - 1, 0))
+    g = h - j
+    lo = xs[(cum > j[:, None]).argmax(axis=1)]
+    hi = xs[(cum > k[:, None]).argmax(axis=1)]
+    with np.errstate(invalid="ignore"):
+        out = np.where(g == 0, lo, lo + g * (hi - lo))
+    out = np.where(np.isposinf(lo) | (np.isposinf(hi) & (g > 0)), np.inf, out)
+    return np.where(nv > 0, out, np.nan)
+
+
+def _weighted_stat(stat: str, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``stat`` (``mean``, ``nanmean``, ``q<quantile>``) of ``x`` per row of weights ``w``."""
+    if stat[0] == "q":
+        return _weighted_quantiles(x, w, float(stat[1:]))
+    if stat == "nanmean":
+        valid = ~np.isnan(x)
+        w = w * valid
+        x = np.where(valid, x, 0.0)
+    tot = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(tot > 0, (w * x).sum(axis=1) / np.maximum(tot, 1), np.nan)
 
 
 #: Indices per bootstrap chunk (:class:`Resampler`).
@@ -589,8 +644,9 @@ CHUNK = 4_000_000
 def policy_figures(m: Mirrored, r: Replayed, mask: np.ndarray | None, rs: Resampler | None,
                    confidence: float, scorer: str | None) -> dict[str, Any]:  # fmt: skip
     """Every figure of one replayed policy over the arrivals in ``mask`` (all when None):
-    ``{name: {"value", "ci"}}`` with percentile-bootstrap CIs over items (``rs`` draws over
-    ``mask.sum()`` items; None: no CIs).
+    ``{name: {"value", "ci"}}`` with percentile-bootstrap CIs (``rs`` draws over the
+    ``mask.sum()`` arrivals, clustered by item with :meth:`Resampler.over_items`; None: no
+    CIs).
 
     ``failure_rate``: failed or rejected / arrivals; ``cloud_share``: arrivals with an
     attempt on the large arm / arrivals; ``escalation_rate`` / ``failover_rate`` /
@@ -605,16 +661,10 @@ def policy_figures(m: Mirrored, r: Replayed, mask: np.ndarray | None, rs: Resamp
               _series(m, r, scorer).items()}  # fmt: skip
     reps: dict[str, list[np.ndarray]] = {k: [] for k in series}
     if rs is not None and int(sel.sum()) >= 2:
-        assert rs.n == int(sel.sum()), "resampler drawn for another number of items"
-        for idx in rs.chunks():
+        assert rs.n == int(sel.sum()), "resampler drawn for another number of arrivals"
+        for w in rs.weights():
             for name, (stat, x) in series.items():
-                rows = x[idx]
-                if stat == "mean":
-                    reps[name].append(rows.mean(axis=1))
-                elif stat == "nanmean":
-                    reps[name].append(_nanmean_rows(rows))
-                else:
-                    reps[name].append(_row_quantiles(rows, float(stat[1:])))
+                reps[name].append(_weighted_stat(stat, x, w))
     for name, (stat, x) in series.items():
         ci: list[float | None] = [None, None]
         if reps[name]:

@@ -10,9 +10,12 @@ ignored); :func:`policy_from_config` types a plain mapping (a YAML file, a manif
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: Closed set of escalation validators (see harness/routing/policy.py ``VALIDATORS``).
 VALIDATOR_NAMES = ("empty", "refusal", "json_schema", "regex", "max_length", "min_length")
@@ -29,6 +32,11 @@ FAILOVER_ERRORS = (
 )
 FIRST = ("small", "large")
 ON_EXHAUSTED = ("selfhost", "reject")
+#: The scraped gauge both drivers read as the small arm's queue depth (``queue_depth_max``).
+QUEUE_METRIC = "vllm:num_requests_waiting"
+#: A scraped queue depth older than this (wall seconds between the scrape and the decision:
+#: the scraper stopped or fails) is not a signal, live and in the replay alike.
+QUEUE_DEPTH_MAX_AGE_S = 30.0
 
 
 @dataclass
@@ -61,14 +69,30 @@ class FailoverConfig:
     """Overload failover from the small to the large arm, and the small arm's circuit breaker.
 
     Times are experiment-clock seconds (``RouteRequest.t_s``, ``Attempt.t_end_s``), never
-    the wall clock, so the live router and the replay evolve the same state."""
+    the wall clock, so the live router and the replay evolve the same state. On an
+    accelerated clock (``load.time_scale`` > 1) ``breaker_window_s`` and ``cooldown_s``
+    shrink in wall time by that factor (a 30 s window at time_scale 3600 is 8 ms of wall
+    time, a handful of requests at most): set them in experiment seconds accordingly (e.g.
+    hours for a simulated month). Latencies (``ttft_budget_s``, ``breaker_ttft_s``) are wall
+    seconds, as the requests measure them.
+
+    What the policy sees of the small arm is one attempt per *leg* (the request's visit to an
+    arm, that arm's client retries included): its final outcome, its TTFT and E2E from the
+    leg's start (for the first leg, the arrival), in both drivers (live:
+    :class:`harness.routing.live.RouterClient`; replay: the arm's recorded logical
+    request)."""
 
     enabled: bool = True
     on_errors: list[str] = field(
         default_factory=lambda: ["rate_limited", "server_error", "timeout", "connection"]
     )
-    #: the small arm's first token is due within this many seconds, else the request goes to
-    #: the large arm (live: the small attempt is abandoned at the budget)
+    #: the small arm's first token is due within this many seconds of the leg's start (the
+    #: arm's retries included), else the request goes to the large arm; the leg is reported
+    #: abandoned at the budget (live, each attempt is also cut at the budget from its send).
+    #: Needs a streamed small arm: with ``stream: false`` nothing arrives before the whole body,
+    #: so the deadline cannot be enforced live (a config error). At or below
+    #: ``breaker_ttft_s`` the TTFT breaker cannot fire (abandoned legs record TTFT = budget):
+    #: a warning (``policy_warnings``)
     ttft_budget_s: float | None = None
     #: requests waiting on the small arm (scraped ``vllm:num_requests_waiting``) above which new
     #: requests go to the large arm
@@ -144,11 +168,35 @@ def _regex(pattern: str, key: str) -> None:
         raise _fail(key, f"{pattern!r} is not a valid regular expression ({exc})") from None
 
 
+def policy_warnings(cfg: PolicyConfig, where: str = "policy") -> list[str]:
+    """Settings that are valid but defeat one another (one line each, naming the keys)."""
+    f = cfg.failover
+    out: list[str] = []
+    if (
+        f.enabled
+        and f.ttft_budget_s is not None
+        and f.breaker_ttft_s is not None
+        and f.ttft_budget_s <= f.breaker_ttft_s
+    ):
+        out.append(
+            f"{where}.failover.ttft_budget_s ({f.ttft_budget_s:g} s) is not above "
+            f"breaker_ttft_s ({f.breaker_ttft_s:g} s): legs over the budget are abandoned and "
+            "record TTFT = budget, so the TTFT breaker can never fire (only sensitive "
+            "requests, which have no budget, could trip it); the error-rate breaker still "
+            "counts budget misses"
+        )
+    return out
+
+
+_WARNED: set[str] = set()
+
+
 def check_policy(
     cfg: PolicyConfig, where: str = "policy", arms: list[str] | None = None
 ) -> PolicyConfig:
     """Every setting of ``cfg`` is usable (and, given ``arms``, the arms it names exist and
-    differ); a ConfigError names the key otherwise."""
+    differ); a ConfigError names the key otherwise. :func:`policy_warnings` are logged (once
+    each per process); the policy's state carries them too."""
     for key in ("small", "large"):
         v = getattr(cfg, key)
         if v is not None and (not isinstance(v, str) or not v):
@@ -234,6 +282,10 @@ def check_policy(
     if b.on_exhausted not in ON_EXHAUSTED:
         raise _fail(f"{where}.budget.on_exhausted", f"must be one of {', '.join(ON_EXHAUSTED)}, "
                                                     f"got {b.on_exhausted!r}")  # fmt: skip
+    for w in policy_warnings(cfg, where):
+        if w not in _WARNED:
+            _WARNED.add(w)
+            log.warning("%s", w)
     return cfg
 
 

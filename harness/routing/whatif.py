@@ -3,7 +3,9 @@ replay routing policies over a mirrored run and recommend the cheapest that pass
 canary judge against the cloud arm.
 
 Policies: the base policy (``policy=FILE.yaml`` and/or ``policy.KEY=VALUE`` overrides of
-:class:`~harness.routing.settings.PolicyConfig`, e.g. ``policy.failover.ttft_budget_s=0.8``)
+:class:`~harness.routing.settings.PolicyConfig`, e.g. ``policy.failover.ttft_budget_s=0.8``;
+without ``policy=``, a run with a router arm starts from that arm's policy in its manifest,
+and says so, else from the defaults)
 and, with ``--grid KEY=V1,V2,...`` (repeatable: the cartesian product), one policy per grid
 point. The two pure paths (each arm alone) are always replayed beside them.
 
@@ -17,6 +19,11 @@ evaluation part. Each policy's state still evolves over the whole run, in arriva
 Routing figures on the evaluation part: PGR per policy, and over the grid's curve of quality
 (``--scorer``, default ``exact_match``) against cloud-call share: APGR and CPT(50%)
 (:func:`harness.routing.replay.apgr`, :func:`~harness.routing.replay.cpt`).
+
+Intervals: percentile bootstrap over items (``sample_id``: all arrivals of a resampled item
+together), paired across policies. A run recorded with ``record.output_text`` hash or drop
+is refused (exit 2) when a policy escalates on text validators: they would read hashes or
+nothing.
 
 Writes ``RUN_DIR/whatif/summary.json``, ``whatif.md`` (the memo section) and
 ``plots/pareto.png`` / ``plots/routing_curve.png`` (+ SVG). Exit status 0; 2 for bad input.
@@ -51,7 +58,7 @@ from harness.routing.replay import (
     routing_curve,
     split_items,
 )
-from harness.routing.settings import PolicyConfig, policy_from_config
+from harness.routing.settings import VALIDATOR_NAMES, PolicyConfig, policy_from_config
 
 OUT_DIR = "whatif"
 DEFAULT_SCORER = "exact_match"
@@ -84,15 +91,17 @@ def _key(key: str) -> str:
     return key[len("policy.") :] if key.startswith("policy.") else key
 
 
-def policy_raw(file: Path | None, overrides: list[str]) -> dict[str, Any]:
-    """The base policy mapping: ``file`` (YAML; a top-level ``policy:`` key is unwrapped)
-    merged with ``KEY=VALUE`` overrides (Hydra/OmegaConf dotlist syntax)."""
+def policy_raw(file: Path | None, overrides: list[str],
+               base_policy: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+    """The base policy mapping: ``file`` (YAML; a top-level ``policy:`` key is unwrapped;
+    without one, ``base_policy``, else the defaults) merged with ``KEY=VALUE`` overrides
+    (Hydra/OmegaConf dotlist syntax)."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     from harness.config import ConfigError
 
-    base: Any = {}
+    base: Any = dict(base_policy or {})
     if file is not None:
         import yaml
 
@@ -165,11 +174,51 @@ def resolve_arms(data: RunData, cfg: PolicyConfig) -> tuple[str, str]:
     if small is None or large is None or small == large:
         raise ConfigError(f"policy.small / policy.large: name the two arms to route between "
                           f"(arms of this run: {', '.join(data.arms)})")  # fmt: skip
-    for key, arm in (("small", small), ("large", large)):
+    for key, arm, role, kinds in (("small", small, "selfhost", "vllm, sim_vllm"),
+                                  ("large", large, "api", "openai, sim_cloud")):  # fmt: skip
         if arm not in data.arms:
             raise ConfigError(f"policy.{key}: {arm!r} is not an arm of this run (arms: "
                               f"{', '.join(data.arms)})")  # fmt: skip
+        if roles[arm] != role:
+            kind = (data.arm_info.get(arm) or {}).get("kind")
+            cands = [a for a in data.arms if roles[a] == role]
+            raise ConfigError(f"policy.{key}: {arm!r} is a {kind} arm; the {key} arm must be "
+                              f"{'self-hosted' if role == 'selfhost' else 'API'} ({kinds}): "
+                              f"name one of {', '.join(cands) or 'none'}")  # fmt: skip
     return small, large
+
+
+def router_policy(data: RunData) -> tuple[str, dict[str, Any]] | None:
+    """(arm, policy mapping) of the run's first router arm, as recorded in its manifest
+    (``arms.<arm>.policy``: its small/large filled in, the configured daily budget); None
+    when the run has no router arm."""
+    for arm in data.arms:
+        info = data.arm_info.get(arm) or {}
+        if info.get("kind") == "router" and isinstance(info.get("policy"), dict):
+            return arm, dict(info["policy"])
+    return None
+
+
+#: Validators that read the answer's text (all of them): the replay reads the recorded text.
+TEXT_VALIDATORS = VALIDATOR_NAMES
+
+
+def check_output_text(data: RunData, policies: list[tuple[str, PolicyConfig]]) -> None:
+    """A ValueError (one line, naming the setting) when the run did not keep the output text
+    (``record.output_text`` hash or drop) and a policy escalates on a validator that reads it:
+    the replay would judge hashes or nothing, not answers."""
+    mode = ((data.manifest.get("config") or {}).get("record") or {}).get("output_text", "keep")
+    if mode in (None, "keep"):
+        return
+    for name, cfg in policies:
+        used = [v for v in cfg.escalation.validators if v in TEXT_VALIDATORS]
+        if cfg.escalation.enabled and used:
+            raise ValueError(
+                f"run {data.run_id} recorded record.output_text={mode}, but policy {name!r} "
+                f"escalates on text validators ({', '.join(used)}) that need the answers: "
+                "replay a run recorded with record.output_text=keep, or set "
+                "policy.escalation.enabled=false"
+            )
 
 
 # ---------------------------------------------------------------- the section
@@ -214,6 +263,7 @@ def whatif_section(
     policies = [
         (n, replace(c, small=c.small or small, large=c.large or large)) for n, c in policies
     ]
+    check_output_text(data, policies)
     m = mirrored_items(data, small, large)
     if m.n == 0:
         raise ValueError(f"run {data.run_id}: no arrival was answered by both {small} and {large}")
@@ -227,7 +277,8 @@ def whatif_section(
         calib = split_items(m, split, calib_frac)
         parts = {"calibration": calib, "evaluation": ~calib}
     b = data.bootstrap()
-    rs = {p: Resampler(int(mask.sum()), b.resamples, b.seed) for p, mask in parts.items()}
+    rs = {p: Resampler.over_items(m.sample_id[mask], b.resamples, b.seed)
+          for p, mask in parts.items()}  # fmt: skip
     mm = monthly_model(data, small)
     replays = {name: replay(m, cfg, name) for name, cfg in [*pure_paths(small, large), *policies]}
     base = replays[PURE_LARGE]
@@ -285,6 +336,7 @@ def whatif_section(
         "routing": routing,
         "recommendation": rec,
         "notes": [*m.notes, *mm.notes]
+        + sorted({f"{n}: {w}" for n, e in out_pol.items() for w in e["state"].get("warnings", [])})
         + (
             [
                 "--split none: thresholds were chosen on the same arrivals they are reported on "
@@ -393,9 +445,12 @@ def memo_lines(s: dict[str, Any]) -> list[str]:
                      f"{_fig(f, 'failure_rate', _pct)} | {_fig(f, 'cloud_share', _pct)} | "
                      f"{_fig(f, 'escalation_rate', _pct)} | {v} |")  # fmt: skip
     lines.append("")
-    lines.append(f"Intervals: {round(100 * s['confidence'])}% bootstrap over arrivals (the same "
-                 "resamples for every policy). Monthly totals: the API cost of every replayed "
-                 "call plus the self-hosted fleet sized for the share of calls it serves.")  # fmt: skip
+    lines.append(f"Intervals: {round(100 * s['confidence'])}% bootstrap over items (sample_id: "
+                 "all arrivals of a resampled item together; the same resamples for every "
+                 "policy). Monthly totals: the API cost of every replayed call plus the "
+                 "self-hosted fleet sized for the share of calls it serves.")  # fmt: skip
+    if s.get("policy_from"):
+        lines.append(s["policy_from"])
     lines += [f"- {n}" for n in s["notes"]]
     return lines
 
@@ -482,9 +537,18 @@ def run_whatif(argv: list[str]) -> int:
             rest.append(o)
     from harness.analysis.data import load_run
 
-    raw = policy_raw(file, rest)
-    policies = grid_policies(raw, args.grid)
     data = load_run(run_dir)
+    policy_from = None
+    base = None
+    if file is None:  # the run's router arm's own policy, when it has one
+        got = router_policy(data)
+        if got is not None:
+            arm, base = got
+            policy_from = (f"No policy= given: the base policy is router arm {arm!r}'s, from "
+                           "the run's manifest (overrides and --grid apply on top of it).")  # fmt: skip
+            print(f"whatif: {policy_from}")
+    raw = policy_raw(file, rest, base)
+    policies = grid_policies(raw, args.grid)
     try:
         s = whatif_section(data, policies, scorer=args.scorer, split=args.split,
                            calib_frac=args.calib_frac)  # fmt: skip
@@ -495,6 +559,8 @@ def run_whatif(argv: list[str]) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if policy_from:
+        s["policy_from"] = policy_from
     out = write_whatif(run_dir, s)
     rec = s["recommendation"]
     print(f"whatif: {len(policies)} polic{'y' if len(policies) == 1 else 'ies'} replayed over "

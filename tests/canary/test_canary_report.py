@@ -45,9 +45,10 @@ CLOCK = ExperimentClock(origin_ns=T0, time_scale=SCALE)
 # ---------------------------------------------------------------- the run
 
 
-def _records(days: int) -> list[RequestRecord]:
+def _records(days: int, reference: str | None = None) -> list[RequestRecord]:
     """PER_DAY mirrored requests per arm per day; the cloud arm has a rate-limited first
-    attempt on every 10th request (retried), and its fingerprint changes on day 2."""
+    attempt on every 10th request (retried), and its fingerprint changes on day 2. With
+    ``reference`` every row carries that reference answer, and only day 1's answers match it."""
     rng = np.random.default_rng(3)
     out = []
     for d in range(days):
@@ -58,7 +59,9 @@ def _records(days: int) -> list[RequestRecord]:
                 rid = f"{arm}-{d}-{i}"
                 common = dict(run_id="run-c", experiment="month", arm=arm, target_kind=kind,
                               model="m", request_id=rid, pair_id=f"p{d:03d}{i:04d}",
-                              sample_id=f"s{i}", slice="eval:arith", phase="main")  # fmt: skip
+                              sample_id=f"s{i}", slice="eval:arith", phase="main",
+                              reference_answer=reference)  # fmt: skip
+                text = reference if reference is not None and d == 1 else f"answer {HOSTILE}"
                 attempt = 0
                 if arm == "cloud" and i % 10 == 9:
                     out.append(RequestRecord(
@@ -80,7 +83,7 @@ def _records(days: int) -> list[RequestRecord]:
                     e2e_s=(end - sent) / NS, ttft_sched_s=(first - wall) / NS,
                     e2e_sched_s=(end - wall) / NS, tpot_s=0.01, itl_s=[0.01, 0.01, 0.01],
                     prompt_tokens=50, completion_tokens=4, tokens_source="usage",
-                    finish_reason="stop", output_text=f"answer {HOSTILE}",
+                    finish_reason="stop", output_text=text,
                     response_model="m-2026" if fp else "m", system_fingerprint=fp))  # fmt: skip
     return out
 
@@ -111,13 +114,14 @@ def _manifest(*, enabled: bool = True, status: str = "completed") -> dict[str, A
     }  # fmt: skip
 
 
-def write_month(run_dir: Path, days: int = 3, **manifest: Any) -> Path:
+def write_month(run_dir: Path, days: int = 3, reference: str | None = None,
+                **manifest: Any) -> Path:  # fmt: skip
     """A multi-day run written by the real writer (day partitions when it has a day clock)."""
     kwargs = {}
     if "day_clock" in inspect.signature(RequestWriter.__init__).parameters:
         kwargs["day_clock"] = CLOCK
     w = RequestWriter(run_dir, flush_rows=10_000, **kwargs)
-    w.add_records(_records(days))
+    w.add_records(_records(days, reference))
     w.close()
     (run_dir / "manifest.json").write_text(json.dumps(_manifest(**manifest)), encoding="utf-8")
     return run_dir
@@ -264,6 +268,33 @@ def test_day_report_has_only_that_days_rows(tmp_path):
     assert "day 1" in (out / "memo.md").read_text().splitlines()[0]
 
 
+def test_day_report_keeps_that_days_fingerprints_and_quality(tmp_path):
+    """A partitioned 3-day run with scores: day 1's report has day 1's fingerprints, and its
+    quality (daily, quality section, judge) is day 1's scored rows only, not the month's."""
+    run = write_month(tmp_path / "run", days=3, reference="42")
+    assert (run / "requests" / "day=001").is_dir()  # day-partitioned
+    whole = build_report(run)
+    assert whole["quality"]["cloud"]["exact_match"]["occurrences"] == 3 * PER_DAY
+    assert whole["daily"][0]["arms"]["cloud"]["cumulative_scope"] == "run"
+    for day, fp in ((1, "fp_a"), (2, FINGERPRINT_AFTER)):
+        s = build_report(run, day=day)
+        cloud = s["daily"][0]["arms"]["cloud"]
+        assert cloud["system_fingerprints"] == {fp: PER_DAY}
+        assert cloud["quality_n"]["exact_match"] == PER_DAY
+        assert cloud["quality"]["exact_match"] == (1.0 if day == 1 else 0.0)
+        q = s["quality"]
+        assert q["info"]["arms"]["cloud"] == {"requests": PER_DAY, "answered": PER_DAY,
+                                              "unanswered": 0, "cancelled": 0}  # fmt: skip
+        assert q["cloud"]["exact_match"]["occurrences"] == PER_DAY
+        assert q["cloud"]["exact_match"]["rate"] == (1.0 if day == 1 else 0.0)
+        judged = s["verdict"]["metrics"]["quality.exact_match"]
+        assert judged["n"] == PER_DAY
+        assert judged["baseline_value"] == q["cloud"]["exact_match"]["rate"]
+        assert cloud["cumulative_scope"] == "day"
+        memo = (run / "days" / f"{day:03d}" / "memo.md").read_text(encoding="utf-8")
+        assert "its cost figures, cumulative and running projection, are this day's own" in memo
+
+
 def test_day_report_while_the_run_is_writing(tmp_path):
     """Reads the parts there are: a hidden temporary part is ignored, a part that lands
     later is picked up by the next report."""
@@ -367,3 +398,56 @@ def test_plots_mark_change_points_fingerprints_and_downtime(tmp_path):
     assert "harness downtime" in svg and "&lt;b&gt;cat&lt;/b&gt;" in svg
     t = plot_tickets(s, w).svg.read_text()
     assert "rate_limited" in t and "timeout" in t and "cloud: tickets per day (count)" in t
+
+
+class _Keep:
+    """A PlotWriter stand-in that keeps the figure."""
+
+    def save(self, fig, name, title):
+        self.fig = fig
+        return name
+
+
+def test_cost_plot_is_the_cumsum_of_the_daily_cost(tmp_path):
+    """The self-hosted cost_usd already includes its engineering time: the plot draws
+    cumsum(cost_usd), with the engineering share as a part of it, never on top."""
+    from harness.canary.report import cost_series, plot_cost
+
+    daily = []
+    for d in range(4):
+        e = _entry(d)
+        e["arms"]["selfhosted"]["cost_usd"] = 350.0
+        e["arms"]["selfhosted"]["cost_detail"] = {"engineering_usd": 200.0, "compute_usd": 143.5}
+        e["arms"]["cloud"]["cost_usd"] = 1.0 + d
+        daily.append(e)
+    s = {"daily": daily, "canary": {"api_arm": "cloud", "control_arm": "selfhosted",
+                                    "day_s": 86400.0},
+         "cost": {"inputs": {"selfhost": {"engineering_hours": 40, "hourly_rate_usd": 150}}}}  # fmt: skip
+    cs = cost_series(daily, "selfhosted")
+    assert cs["cumulative"].tolist() == [350.0, 700.0, 1050.0, 1400.0]
+    assert cs["engineering"].tolist() == [200.0, 400.0, 600.0, 800.0]
+    w = _Keep()
+    assert plot_cost(s, w) == "canary_cost"
+    lines = {ln.get_label(): ln.get_ydata() for ln in w.fig.axes[0].get_lines()}
+    assert list(lines["selfhosted"]) == [350.0, 700.0, 1050.0, 1400.0]
+    assert list(lines["cloud"]) == [1.0, 3.0, 6.0, 10.0]
+    assert list(lines["selfhosted: of which engineering time"]) == [200.0, 400.0, 600.0, 800.0]
+    assert max(max(v) for v in lines.values()) == 1400.0  # nothing added on top
+
+
+def test_a_censored_p99_day_counts_above_the_slo():
+    from harness.canary.report import _slo_lines, daily_slo_days
+
+    daily = [_entry(d) for d in range(3)]  # p99 0.20, 0.21, 0.22: within a 0.5 s SLO
+    daily[1]["arms"]["cloud"]["ttft_s"] = {"p50": 0.05, "p99": None, "n": 100, "censored": 5}
+    for e in daily:
+        for a in e["arms"].values():
+            a["ttft_s"].setdefault("n", 100)
+    del daily[2]["arms"]["selfhosted"]  # the arm had no requests that day
+    assert daily_slo_days(daily, "cloud", 0.5) == ([1], 3, [1])
+    assert daily_slo_days(daily, "selfhosted", 0.5) == ([], 2, [])
+    s = {"daily": daily, "latency": {"cloud": {}, "selfhosted": {}}}
+    lines = _slo_lines(s, {"slo": {"ttft_s": 0.5}})
+    assert "daily TTFT p99 above the SLO on 1 of 3 day(s) (1 of them with p99 unknown" in lines[0]
+    assert "day(s) 1)" in lines[0]
+    assert "daily TTFT p99 above the SLO on 0 of 2 day(s)" in lines[1]

@@ -266,3 +266,25 @@ def test_daily_entries_feed_drift_detection(tmp_path):
     assert not by[("selfhosted", "ttft_p99")]["alarm"]
     kinds = {a["metric"]: a["kind"] for a in sec["attribution"]}
     assert kinds["ttft_p99"] == "provider drift" and kinds["error_rate"] == "none"
+
+
+def test_extras_join_rows_by_key_after_the_parts_are_resorted(tmp_path):
+    """A running canary compacts its parts between reads (rows re-sorted): the fingerprints,
+    days and scores still land on their own rows (joined by arm, request_id, attempt)."""
+    import pyarrow.parquet as pq
+
+    from harness.record.reader import read_requests
+
+    run = _write(tmp_path / "run", _records())
+    data = load_run(run)
+    table = read_requests(run)
+    for f in (run / "requests").rglob("*.parquet"):
+        f.unlink()
+    rev = pa.array(np.arange(table.num_rows)[::-1].copy())
+    pq.write_table(table.take(rev), run / "requests" / "compacted.parquet")
+    e = daily_entries(data, CLOCK, scores=_scores())
+    d0, d1 = e[0]["arms"]["cloud"], e[1]["arms"]["cloud"]
+    assert d0["system_fingerprints"] == {"fp_a": 3} and d1["system_fingerprints"] == {"fp_b": 2}
+    assert d0["requests"] == 4 and d0["quality_n"]["exact_match"] == 3
+    assert d1["quality"]["exact_match"] == 1.0 and d1["quality_n"]["exact_match"] == 1
+    assert d0["cumulative_scope"] == "run"

@@ -26,7 +26,7 @@ def test_month_canary_finds_the_mid_month_update(tmp_path):
             f"record.reports_dir={tmp_path}",
             "load.time_scale=21600",
             "load.duration_s=120",
-            "load.rate=60",
+            "load.rate=100",
             "canary.daily_reports=false",
             "progress_interval_s=30",
         ],

@@ -354,7 +354,25 @@ def test_daily_verdicts_of_an_aa_run_take_the_runs_sequential_alpha(tmp_path):
     out = sq.daily_verdicts(data, CLOCK, naive=False)
     assert all(e["decision"] != "NO_GO" for e in out)
     assert {e["alpha"] for e in out} == {0.01}
-    assert out[-1]["metrics"]["quality.exact_match"]["n"] == 600  # one pair per request
+    # 600 requests a side over 300 items: one paired difference per item, not per request
+    assert out[-1]["metrics"]["quality.exact_match"]["n"] == 300
+
+
+def test_scores_join_the_loaded_rows_and_a_changed_run_is_named(tmp_path):
+    """Scores are dated through the loaded rows (RunData.request_parts): a day's view dates
+    only its own days' requests; part files that changed after load_run (here: one more
+    part) leave quality out with the reason, instead of dating scores by other rows."""
+    import shutil
+
+    run = _write_run(tmp_path / "r", days=4, per_day=150, drop_from=None, drop=0.0)
+    view = load_run(run, days=[2, 3])
+    month = sq.month_of(view, CLOCK, JudgeConfig())
+    qs = month.quality["exact_match"].per_item
+    assert set(np.unique(qs.day_b)) == {2, 3} and qs.items_b.size == 300
+    data = load_run(run)
+    shutil.copy(run / "requests" / "part-000000.parquet", run / "requests" / "part-000001.parquet")
+    month = sq.month_of(data, CLOCK, JudgeConfig())
+    assert not month.quality and "changed since it was loaded" in month.errors["quality"]
 
 
 def test_a_refreshed_report_reuses_the_finished_days():
@@ -405,6 +423,43 @@ def test_aa_month_at_the_margin_keeps_alpha_where_peeking_inflates_it():
     )
     assert seq / seeds <= 0.07
     assert naive / seeds > 0.12
+
+
+def test_aa_month_of_a_cycled_eval_set_keeps_alpha():
+    """A month-long canary cycles its eval set: 300 items, 100 requests a day per arm (10
+    passes, each a fresh shuffle), every repeat of an item answered alike (temperature 0),
+    two equally accurate models with independent errors, so the mean over items of the
+    paired difference sits at the zero margin. Over 400 months of 30 daily looks the
+    anytime-valid verdict (one difference per item) says NO_GO on some day in <= alpha; a
+    CS over one difference per *request* (each repeat counted as new evidence, what the
+    sequential verdict did before) in far more (measured: 18%)."""
+    seeds, cfg = 400, BOUNDARY
+    spec = cfg.metrics["quality"]
+    need = sq.n_required(cfg, spec)
+    looks = list(range(30))
+    per_item = per_request = 0
+    for seed in range(seeds):
+        month = _quality_only(sq.synthetic_month(seed, per_day=100, items=300), "exact_match")
+        v = sq.month_verdicts(month, cfg, naive=False)
+        per_item += sq.first_day(v) is not None
+        assert v[-1]["metrics"]["quality"]["n"] == 300
+        # the same month with each request's paired difference as an independent observation
+        s = month.quality["exact_match"].per_item
+        crossed = False
+        for d in looks:
+            k = int(np.searchsorted(s.day_b, d, side="right"))
+            if k < need:
+                continue
+            c = sq.proportion_change(BinarySample(s.values_b[:k], s.values_c[:k], paired=True),
+                                     False, Levels(ALPHA, 1))  # fmt: skip
+            crossed |= c.ci[1] < -spec.margin
+        per_request += crossed
+    print(
+        f"A/A, 300 items cycled 10 times, {seeds} months: any-day NO_GO per item "
+        f"{per_item / seeds:.3f}, per request {per_request / seeds:.3f}"
+    )
+    assert per_item / seeds <= 0.075  # 400 seeds: sd 1.1 points at 5%, 1.5 at 10%
+    assert per_request / seeds > 0.12
 
 
 @pytest.mark.slow

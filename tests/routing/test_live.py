@@ -40,7 +40,7 @@ class ScriptedLeg:
         self.cancelled = False
 
     def execute(self, item, *, request_id, pair_id=None, t_scheduled_ns=None, phase="main",
-                t_virtual_ns=None, on_row=None):  # fmt: skip
+                t_virtual_ns=None, on_row=None, time_scale=None):  # fmt: skip
         self.calls += 1
         script = self.scripts.pop(0)
         rows, t = [], t_scheduled_ns
@@ -255,7 +255,7 @@ def test_router_arms_default_and_are_checked_before_traffic():
     for router, msg in [
         ({"small": "gpu"}, r"arms\.router\.router\.small: 'gpu' is not an arm"),
         ({"large": "router"}, r"arms\.router\.router\.large: 'router' is a router arm"),
-        ({"small": "cloud", "large": "cloud"}, r"arms\.router\.router\.large: 'cloud' is the "),
+        ({"small": "cloud", "large": "cloud"}, r"arms\.router\.router\.small: 'cloud' is a "),
     ]:
         with pytest.raises(ConfigError, match=msg):
             check_router_arms(_arms(**router))
@@ -269,6 +269,109 @@ def test_router_arms_default_and_are_checked_before_traffic():
             "validators": ["vibes"]}}))  # fmt: skip
     with pytest.raises(ConfigError, match=r"arms\.c\.router: only for kind router"):
         validate_target("c", TargetConfig(kind="sim_cloud", router={}))
+
+
+def test_router_arms_roles_are_checked_when_named():
+    """``small`` must be self-hosted and ``large`` an API arm even when both are named: with
+    them swapped, sensitive requests would be kept on the cloud."""
+    for router, msg in [
+        ({"small": "cloud", "large": "selfhosted"},
+         r"^arms\.router\.router\.small: 'cloud' is a sim_cloud arm; the small arm must be "
+         r"self-hosted \(vllm, sim_vllm\): name one of selfhosted, gpu2$"),
+        ({"small": "selfhosted", "large": "gpu2"},
+         r"^arms\.router\.router\.large: 'gpu2' is a sim_vllm arm; the large arm must be API "
+         r"\(openai, sim_cloud\): name one of cloud$"),
+    ]:  # fmt: skip
+        arms = {**_arms(**router), "gpu2": TargetConfig(kind="sim_vllm")}
+        with pytest.raises(ConfigError, match=msg):
+            check_router_arms(arms)
+
+
+def test_ttft_budget_needs_a_streamed_small_arm():
+    """With ``stream: false`` the first token comes with the whole body: a TTFT budget cannot
+    be enforced live, so it is a config error (a failover without a budget is fine)."""
+    arms = _arms(failover={"ttft_budget_s": 0.5})
+    arms["selfhosted"].stream = False
+    with pytest.raises(ConfigError, match=r"^arms\.router\.router\.failover\.ttft_budget_s: "
+                                          r"the small arm 'selfhosted' has stream: false"):  # fmt: skip
+        check_router_arms(arms)
+    for router in ({"failover": {"ttft_budget_s": None}},
+                   {"failover": {"ttft_budget_s": 0.5, "enabled": False}}):  # fmt: skip
+        arms = _arms(**router)
+        arms["selfhosted"].stream = False
+        check_router_arms(arms)
+    check_router_arms(_arms(failover={"ttft_budget_s": 0.5}))  # streamed: fine
+
+
+def test_queue_depth_staleness_is_the_replays_rule():
+    from harness.routing.settings import QUEUE_DEPTH_MAX_AGE_S
+
+    q = QueueDepths()
+    assert q.max_age_s == QUEUE_DEPTH_MAX_AGE_S == 30.0
+    q.set("selfhosted", 5)
+    assert q.get("selfhosted") == 5.0
+
+
+# ---------------------------------------------------------------- live and replay agree
+
+
+def _mirrored_like(n: int, spacing_s: float, small: tuple[float, float], large: tuple[float, float],
+                   price: float):  # fmt: skip
+    """A replay input whose every arrival's recorded logical requests are ``small`` / ``large``
+    (TTFT, E2E from the arrival), answered ``"42"``, ``spacing_s`` apart."""
+    from harness.routing.replay import ArmOutcomes, Mirrored
+
+    def arm(ttft: float, e2e: float, cost: float) -> ArmOutcomes:
+        return ArmOutcomes(ok=np.ones(n, bool), ttft_s=np.full(n, ttft), elapsed_s=np.full(n, e2e),
+                           tpot_s=np.full(n, np.nan), cost_usd=np.full(n, cost),
+                           error_type=[None] * n, output_text=["42"] * n,
+                           finish_reason=[None] * n, scores={})  # fmt: skip
+
+    return Mirrored(
+        small="selfhosted", large="cloud", sample_id=np.array([f"s{i}" for i in range(n)], object),
+        t_s=np.arange(n) * spacing_s, day=np.zeros(n, np.int64), time_scale=1.0,
+        prompt=[_item(i).prompt_text() for i in range(n)], tags=[frozenset()] * n,
+        queue_depth=np.full(n, np.nan), arms={"selfhosted": arm(*small, 0.0),
+                                              "cloud": arm(*large, price)},
+        scorers={}, role={"selfhosted": "selfhost", "cloud": "api"}, unmatched={},
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "failover",
+    [
+        # two 503s then an ok per small leg: one ok leg for the breaker, never 2/3 failures
+        {"breaker_min_requests": 3, "breaker_error_rate": 0.5, "cooldown_s": 1000},
+        # each attempt's TTFT (0.1 s) is within the budget, the leg's (2.1 s) is not
+        {"ttft_budget_s": 1.0, "breaker_min_requests": 3, "breaker_error_rate": 0.5,
+         "breaker_window_s": 100, "cooldown_s": 1000},
+    ],
+)  # fmt: skip
+def test_live_and_replay_feed_the_policy_the_same_legs(failover):
+    """The same outcomes (per small leg: two retried 503s, then an ok; per cloud leg: an ok)
+    through the live router and through the replay give the same decisions and the same
+    policy state: both observe one attempt per leg, its TTFT / E2E from the leg's start."""
+    from harness.routing.replay import replay
+
+    n, spacing = 8, 10.0
+    policy = {"escalation": {"enabled": False}, "failover": failover,
+              "budget": {"daily_api_usd": 1.0}}  # fmt: skip
+    fail = (False, "server_error", None)
+    client, _ = _router(policy, small=[[fail, fail, OK]] * n, large=[[OK]] * n, price=0.001)
+    live = []
+    for i in range(n):
+        t = T0 + int(i * spacing * NS)
+        rows = client.execute(_item(i), request_id=f"router-{i}", pair_id=f"p{i}",
+                              t_scheduled_ns=t, t_virtual_ns=t)  # fmt: skip
+        legs = [r for r in rows if r.attempt == 0 or r.escalated and r.route != rows[0].route]
+        live.append(tuple(r.route_reason for r in legs[:2]))
+    m = _mirrored_like(n, spacing, small=(2.1, 2.5), large=(0.1, 0.5), price=0.001)
+    cfg = policy_from_config({"small": "selfhosted", "large": "cloud", **policy})
+    rep = replay(m, cfg)
+    replayed = [(f,) if h is None else (f, h)
+                for f, h in zip(rep.first_reason, rep.hop_reason, strict=True)]  # fmt: skip
+    assert live == replayed
+    assert client.state() == rep.state
 
 
 def test_hybrid_experiment_config_composes(tmp_path):

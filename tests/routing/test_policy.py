@@ -285,3 +285,29 @@ def test_config_errors_name_the_key(raw, key):
 def test_policy_needs_both_arms():
     with pytest.raises(ConfigError, match="policy.small / policy.large"):
         RouterPolicy(policy_from_config({"small": "own"}))
+
+
+def test_spend_is_charged_to_the_day_of_the_attempts_own_request():
+    """A request of day 0 still in flight when one of day 1 is routed: its API cost is day 0's
+    (``Attempt.day``), not the day of the latest request routed."""
+    p = policy(first="large", budget={"daily_api_usd": 1.0})
+    a, b = req(86399.0, day=0), req(86400.5, day=1)
+    assert p.first(a).arm == "api" and p.first(b).arm == "api"
+    p.observe(Attempt("api", "ok", None, 0.1, 2.0, "hi", "stop", 1.0, 86401.0, day=a.day))
+    assert p.state()["budget_spent_usd"] == {"0": 1.0}
+    assert p.budget_exhausted(0) and not p.budget_exhausted(1)
+    assert p.first(req(86402.0, day=1)) == Decision("api", "first")
+
+
+def test_ttft_budget_not_above_breaker_ttft_is_a_warning(caplog):
+    """Legs over the TTFT budget record TTFT = budget, so a TTFT breaker at or above the budget
+    can never fire: a log warning and a note in the policy's state (none otherwise)."""
+    import logging
+
+    with caplog.at_level(logging.WARNING, logger="harness.routing.settings"):
+        p = policy(failover={"ttft_budget_s": 0.5, "breaker_ttft_s": 1.0})
+    (w,) = p.state()["warnings"]
+    assert "policy.failover.ttft_budget_s (0.5 s) is not above breaker_ttft_s (1 s)" in w
+    assert "can never fire" in w and any(w in r.getMessage() for r in caplog.records)
+    assert policy(failover={"ttft_budget_s": 2.0, "breaker_ttft_s": 1.0}).state()["warnings"] == []
+    assert policy(failover={"ttft_budget_s": 0.5}).state()["warnings"] == []

@@ -46,13 +46,13 @@ CALLS = 6_000_000  # 100k users x 20 actions x 3 calls
 
 
 def _rec(arm: str, i: int, *, ok: bool, ttft: float, e2e: float, text: str | None,
-         tokens: tuple[int, int]) -> RequestRecord:  # fmt: skip
+         tokens: tuple[int, int], reference: str | None = "42") -> RequestRecord:  # fmt: skip
     sched = T0 + i * NS
     common = dict(run_id="run-r", experiment="unit", arm=arm,
                   target_kind="sim_cloud" if arm == "cloud" else "sim_vllm", model="m",
                   request_id=f"{arm}-{i}", attempt=0, pair_id=f"p{i:06d}", sample_id=f"q{i}",
                   slice="eval:c", phase="main", t_scheduled=sched, t_sent=sched,
-                  t_virtual=sched, t_arrival=sched, queue_delay_s=0.0, reference_answer="42",
+                  t_virtual=sched, t_arrival=sched, queue_delay_s=0.0, reference_answer=reference,
                   will_retry=False)  # fmt: skip
     if not ok:
         return RequestRecord(**common, status="error", t_end=sched + int(e2e * NS),
@@ -67,7 +67,8 @@ def _rec(arm: str, i: int, *, ok: bool, ttft: float, e2e: float, text: str | Non
 def write_mirrored_run(run_dir: Path, n: int = 40, *, judge: dict | None = None,
                        hard_sensitive: bool = True, cloud: tuple[float, float] = (0.2, 1.0),
                        small: tuple[float, float, float] = (0.05, 0.5, 0.1),
-                       small_tokens: int = 10, cost: dict | None = None) -> Path:  # fmt: skip
+                       small_tokens: int = 10, cost: dict | None = None,
+                       reference: str | None = "42") -> Path:  # fmt: skip
     """The run of the module docstring; ``hard_sensitive=False``: sensitive items neither
     refuse nor fail; ``cloud`` (TTFT, E2E), ``small`` (TTFT, E2E, time to a 503)."""
     recs: list[RequestRecord] = []
@@ -75,13 +76,13 @@ def write_mirrored_run(run_dir: Path, n: int = 40, *, judge: dict | None = None,
     for i in range(n):
         k = i % 40
         recs.append(_rec("cloud", i, ok=True, ttft=cloud[0], e2e=cloud[1], text="42",
-                         tokens=(1000, 100)))  # fmt: skip
+                         tokens=(1000, 100), reference=reference))  # fmt: skip
         hard = hard_sensitive or k % 8 != 1
         refuse, err = k % 5 == 0 and hard, k % 10 == 3 and hard
         recs.append(_rec("selfhosted", i, ok=not err, ttft=small[0],
                          e2e=small[2] if err else small[1],
                          text="I cannot help with that." if refuse else "42",
-                         tokens=(1000, small_tokens)))  # fmt: skip
+                         tokens=(1000, small_tokens), reference=reference))  # fmt: skip
         prompt = f"What is 40 + 2? (item {i})" + (" SSN 123-45-6789" if k == 7 else "")
         items.append({"id": f"q{i}", "category": "c", "prompt": prompt, "answer": "42",
                       **({"tags": ["pii"]} if k % 8 == 1 else {})})  # fmt: skip
@@ -352,3 +353,133 @@ def test_choice_is_made_on_calibration_and_reported_on_evaluation():
     assert rec["policy"] == "a" and rec["evaluation_verdict"] == "NO_GO"
     assert rec["passing_on_calibration"] == ["a", "b"]
     assert rec["monthly_cloud_only_usd"] == 30.0 and rec["monthly_selfhost_only_usd"] == 5.0
+
+
+# ---------------------------------------------------------------- review fixes
+
+
+def _rewrite_manifest(run_dir: Path, edit) -> None:
+    p = run_dir / "manifest.json"
+    m = json.loads(p.read_text())
+    edit(m)
+    p.write_text(json.dumps(m), encoding="utf-8")
+
+
+def test_whatif_policy_arms_must_have_their_roles(run40):
+    from harness.config import ConfigError
+    from harness.routing.whatif import whatif_section
+
+    swapped = policy_from_config({"small": "cloud", "large": "selfhosted"})
+    with pytest.raises(ConfigError, match=r"^policy\.small: 'cloud' is a sim_cloud arm; the "
+                                          r"small arm must be self-hosted"):  # fmt: skip
+        whatif_section(load_run(run40), [("p", swapped)])
+
+
+@pytest.mark.parametrize("mode", ["hash", "drop"])
+def test_whatif_refuses_text_validators_without_the_text(tmp_path, mode, capsys):
+    """Validators read the recorded answers: hashed or dropped, the replay would escalate on
+    hashes (none refuse) or on nothing (every answer empty). Refused, naming the setting (a
+    run without reference answers: nothing else refuses it)."""
+    from harness.cli import main
+
+    run = write_mirrored_run(tmp_path / "run", 40, reference=None)
+    _rewrite_manifest(run, lambda m: m["config"]["record"].update(output_text=mode))
+    assert main(["whatif", str(run)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: run run-r recorded record.output_text={mode}, but policy")
+    assert "\n" not in err and not (run / "whatif").exists()
+    # without text validators the policy reads no text: not refused for that
+    from harness.routing.whatif import check_output_text
+
+    check_output_text(load_run(run), [("p", _cfg(escalation={"enabled": False}))])
+
+
+def test_bootstrap_resamples_items_not_arrivals(run40, mirrored, monkeypatch):
+    """Two items answered 20 times each (all failures on one): a resample is a mix of whole
+    items, so the self-hosted failure rate's CI spans 0 (the good item twice) to 0.2."""
+    from dataclasses import replace
+
+    from harness.routing import whatif
+    from harness.routing.replay import Resampler
+
+    two = replace(mirrored, sample_id=np.array([f"q{i % 2}" for i in range(40)], object))
+    rs = Resampler.over_items(two.sample_id, 50, 0)
+    for w in rs.weights():
+        assert (w[:, 0::2] == w[:, [0]]).all() and (w[:, 1::2] == w[:, [1]]).all()
+        assert (w.sum(axis=1) == 40).all()
+    monkeypatch.setattr(whatif, "mirrored_items", lambda data, small, large: two)
+    s = whatif.whatif_section(load_run(run40), [("p", _cfg())], split="none")
+    fr = s["policies"]["selfhost_only"]["evaluation"]["failure_rate"]
+    assert fr["value"] == pytest.approx(0.1) and fr["ci"] == pytest.approx([0.0, 0.2])
+    assert "bootstrap over items" in "\n".join(whatif.memo_lines(s))
+
+
+def test_stale_queue_depth_is_no_signal():
+    """A scrape older than QUEUE_DEPTH_MAX_AGE_S (30 s, as live: test_live checks the
+    constant) at an arrival is not a signal."""
+    import pyarrow as pa
+
+    from harness.routing.replay import _queue_depth
+
+    QUEUE_METRIC, QUEUE_DEPTH_MAX_AGE_S = "vllm:num_requests_waiting", 30.0  # noqa: N806
+
+    class D:
+        metrics = pa.table({"arm": ["selfhosted"] * 2, "name": [QUEUE_METRIC] * 2,
+                            "t": pa.array([T0, T0], pa.timestamp("ns")), "value": [3.0, 4.0]})  # fmt: skip
+
+    age = int(QUEUE_DEPTH_MAX_AGE_S * NS)
+    got = _queue_depth(D(), "selfhosted", np.array([T0 - 1, T0, T0 + age, T0 + age + 1]))
+    assert np.isnan(got[0]) and got[1] == got[2] == 7.0 and np.isnan(got[3])
+
+
+def _add_router(run_dir: Path, policy: dict) -> None:
+    """A router arm: request 0 has a retried 503 then a refusal on selfhosted, escalated to
+    cloud; requests 1..3 are answered by selfhosted at once."""
+    recs = []
+    for i in range(4):
+        legs = [("selfhosted", False), ("selfhosted", True), ("cloud", True)] if i == 0 else [
+            ("selfhosted", True)]  # fmt: skip
+        for k, (route, ok) in enumerate(legs):
+            r = _rec(route, i, ok=ok, ttft=0.05, e2e=0.5, text="42", tokens=(1000, 100))
+            r.arm, r.request_id, r.attempt, r.target_kind = "router", f"router-{i}", k, (
+                "sim_cloud" if route == "cloud" else "sim_vllm")  # fmt: skip
+            r.route, r.escalated = route, route == "cloud"
+            r.route_reason = "escalate:refusal" if route == "cloud" else "first"
+            r.will_retry = not ok
+            recs.append(r)
+    pq.write_table(records_to_table(recs), run_dir / "requests" / "part-9.parquet")
+    _rewrite_manifest(run_dir, lambda m: m["arms"].update(router={
+        "kind": "router", "small": "selfhosted", "large": "cloud", "policy": policy}))  # fmt: skip
+
+
+def test_router_retry_rate_counts_retries_within_legs_only(tmp_path):
+    """The escalated leg's first attempt (attempt 2) is no retry: 1 retry in 4 requests."""
+    from harness.analysis.errors import errors_summary
+    from harness.cost.section import run_cost
+
+    run = write_mirrored_run(tmp_path / "run", 40)
+    _add_router(run, {"small": "selfhosted", "large": "cloud"})
+    data = load_run(run)
+    e = errors_summary(data)["router"]
+    assert (e["retries"], e["logical_requests"], e["retry_rate"]) == (1, 4, 0.25)
+    assert run_cost(data)[0]["arms"]["router"]["measured"]["retry_rate"] == pytest.approx(0.25)
+
+
+def test_whatif_defaults_to_the_router_arms_policy(tmp_path, capsys):
+    from harness.cli import main
+
+    run = write_mirrored_run(tmp_path / "run", 40)
+    policy = {"small": "selfhosted", "large": "cloud", "escalation": {"enabled": False},
+              "failover": {"ttft_budget_s": 0.4}}  # fmt: skip
+    _add_router(run, policy)
+    assert main(["whatif", str(run), "--split", "none"]) == 0
+    assert "the base policy is router arm 'router''s" in capsys.readouterr().out
+    s = json.loads((run / "whatif" / "summary.json").read_text())
+    cfg = s["policies"]["policy"]["config"]
+    assert cfg["escalation"]["enabled"] is False and cfg["failover"]["ttft_budget_s"] == 0.4
+    assert "router arm 'router'" in (run / "whatif" / "whatif.md").read_text()
+    # an explicit override still applies on top of it
+    assert main(["whatif", str(run), "--split", "none", "policy.failover.ttft_budget_s=0.3"]) == 0
+    s = json.loads((run / "whatif" / "summary.json").read_text())
+    cfg = s["policies"]["policy"]["config"]
+    assert cfg["escalation"]["enabled"] is False and cfg["failover"]["ttft_budget_s"] == 0.3
