@@ -578,13 +578,25 @@ def _first_time(t: pa.Table) -> int | None:
 
 
 def _row_days(part: pa.Table, clock: ExperimentClock | None) -> np.ndarray | None:
-    """Experiment-clock day of each row of ``part`` (which has ``t_virtual`` and
-    ``t_scheduled``): from ``t_virtual``, else ``t_scheduled`` (older files); -1 when neither
-    is set; None without a clock."""
+    """Experiment-clock day of each row of ``part`` (which has ``t_arrival``, ``t_virtual``
+    and ``t_scheduled``): its request's day, ``t_arrival`` on the experiment clock (a retry
+    counts on the day its request arrived), else ``t_virtual``, else ``t_scheduled`` on the
+    clock (older files); -1 when none is set; None without a clock."""
     if clock is None:
         return None
-    tv = pc.coalesce(part.column("t_virtual").cast(pa.int64()),
-                     part.column("t_scheduled").cast(pa.int64()))  # fmt: skip
+
+    def on_clock(name: str) -> pa.Array:  # a wall-clock column on the experiment clock
+        wall = part.column(name).cast(pa.int64()).to_numpy(zero_copy_only=False)
+        ok = ~np.isnan(wall) if wall.dtype.kind == "f" else np.ones(wall.size, bool)
+        w = np.where(ok, wall, clock.origin_ns).astype(np.int64)
+        v = clock.origin_ns + np.round((w - clock.origin_ns) * clock.time_scale).astype(np.int64)
+        return pa.array(v, pa.int64(), mask=~ok)
+
+    cols = []
+    if "t_arrival" in part.column_names:  # the request's day: every attempt on it
+        cols.append(on_clock("t_arrival"))
+    cols += [part.column("t_virtual").cast(pa.int64()), on_clock("t_scheduled")]
+    tv = pc.coalesce(*cols)
     valid = pc.is_valid(tv).to_numpy(zero_copy_only=False)
     ns = pc.fill_null(tv, clock.origin_ns).to_numpy(zero_copy_only=False)
     return np.where(valid, clock.days_of(ns), -1).astype(np.int32)
@@ -613,7 +625,7 @@ def _day_parts(
         for part in iter_request_parts(run_dir, cols, phases):
             yield part, None
         return
-    extra = [c for c in ("t_virtual", "t_scheduled") if c not in cols]
+    extra = [c for c in ("t_arrival", "t_virtual", "t_scheduled") if c not in cols]
     kwargs: dict[str, Any] = {}
     if day_filter is not None and "days" in inspect.signature(iter_request_parts).parameters:
         kwargs["days"] = list(day_filter[1])

@@ -215,9 +215,10 @@ class RequestWriter(PartWriter):
     ``partition_by_day=True`` writes flat parts until :meth:`set_day_clock` gives it (the
     engine calls it in ``set_t0``, the master's collector at t0; no row is recorded before).
     Each batch is then split by experiment-clock day and arm, and written to
-    ``requests/day=DDD/arm=ARM/<prefix>-part-<seq>.parquet``: the day of ``t_virtual`` (of
-    ``t_scheduled`` on the experiment clock when a row has none; a row with neither, or
-    before the origin, goes to day 0). One batch's files share its part number (they are
+    ``requests/day=DDD/arm=ARM/<prefix>-part-<seq>.parquet``: the day of the request, its
+    ``t_arrival`` on the experiment clock (every attempt of a request in one partition; else
+    ``t_virtual``, else ``t_scheduled`` on the clock; a row with none, or before the
+    origin, goes to day 0). One batch's files share its part number (they are
     in different folders); numbers continue after every part the prefix ever wrote.
 
     **Compaction** runs inside :meth:`write_batch` (owners run it off the event loop): day
@@ -297,7 +298,13 @@ class RequestWriter(PartWriter):
         day_ns = int(round(clock.day_s * 1e9))
         groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
         for r in rows:
-            t = r.get("t_virtual")
+            # the request's day: its arrival on the experiment clock, so every attempt (a
+            # retry, a router's second leg) lands in its request's partition
+            t = r.get("t_arrival")
+            if t is not None:
+                t = clock.virtual_ns(int(t))
+            else:
+                t = r.get("t_virtual")
             if t is None:
                 t = r.get("t_scheduled")
                 t = clock.virtual_ns(int(t)) if t is not None else None

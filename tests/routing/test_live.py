@@ -515,10 +515,11 @@ def test_sensitive_items_stay_selfhosted_in_a_live_run(hybrid_run):
 @pytest.mark.slow
 def test_sensitive_items_stay_selfhosted_under_overload_and_budget_exhaustion(tmp_path):
     """The self-hosted simulator fails half its requests and serves one sequence at a time
-    (TTFT budget failovers, an open breaker); two routers, both with a daily API budget a few
+    (TTFT budget failovers; legs failing after their retry, about 25%, open the breaker at its
+    15% error rate); two routers, both with a daily API budget a few
     cloud requests spend: one keeps the rest self-hosted, the other rejects them."""
     reject = ("{small: selfhosted, large: cloud, failover: {ttft_budget_s: 0.3, "
-              "breaker_min_requests: 10, breaker_window_s: 10, breaker_error_rate: 0.3, "
+              "breaker_min_requests: 10, breaker_window_s: 10, breaker_error_rate: 0.15, "
               "cooldown_s: 5}, budget: {daily_api_usd: 0.0001, on_exhausted: reject}}")  # fmt: skip
     run = _run(
         tmp_path,
@@ -529,7 +530,7 @@ def test_sensitive_items_stay_selfhosted_under_overload_and_budget_exhaustion(tm
         "arms.router.router.failover.ttft_budget_s=0.3",
         "arms.router.router.failover.breaker_min_requests=10",
         "arms.router.router.failover.breaker_window_s=10",
-        "arms.router.router.failover.breaker_error_rate=0.3",
+        "arms.router.router.failover.breaker_error_rate=0.15",
         "arms.router.router.failover.cooldown_s=5",
         "arms.reject.kind=router", f"arms.reject.router={reject}",
     )  # fmt: skip
