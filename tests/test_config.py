@@ -199,3 +199,19 @@ def test_readme_one_liners_resolve(tmp_path):
     assert arms["api"].kind == "openai" and arms["mine"].kind == "vllm"
     assert arms["mine"].base_url == "http://gpu-box:8000/v1"
     assert arms["mine"].model == "meta-llama/Llama-3.1-8B-Instruct"
+
+
+@pytest.mark.parametrize(
+    "name", sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
+)
+def test_every_experiment_config_composes_and_validates(name, tmp_path):
+    """Each shipped experiment resolves and passes validate_config (the checks run before any
+    traffic), its arms included; the month canaries turn the canary on."""
+    cfg, arms = compose([f"experiment={name}"], tmp_path)
+    assert arms
+    if name.startswith("month_canary"):
+        assert cfg.canary.enabled and cfg.load.weekend_frac < 1
+        days = cfg.load.duration_s * cfg.load.time_scale / 86400
+        assert days == pytest.approx(30)
+    if name == "hybrid":
+        assert arms["router"].kind == "router"
