@@ -201,9 +201,7 @@ def test_readme_one_liners_resolve(tmp_path):
     assert arms["mine"].model == "meta-llama/Llama-3.1-8B-Instruct"
 
 
-@pytest.mark.parametrize(
-    "name", sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml"))
-)
+@pytest.mark.parametrize("name", sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")))
 def test_every_experiment_config_composes_and_validates(name, tmp_path):
     """Each shipped experiment resolves and passes validate_config (the checks run before any
     traffic), its arms included; the month canaries turn the canary on."""
