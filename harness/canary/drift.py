@@ -67,7 +67,9 @@ Stages, in order (:func:`drift_section`):
    control's); ``difference`` = the API arm's change minus the control arm's change over
    it, from the paired daily differences (API - control, same day) after minus before, Welch
    t interval. :data:`ATTRIBUTIONS`: ``provider drift`` (the API arm alarmed, the control did
-   not, and the interval excludes 0), ``workload or harness drift`` (both alarmed),
+   not, or alarmed for a change of its own: the other direction or more than
+   :data:`SHARED_CHANGE_DAYS` days apart; and the interval excludes 0), ``workload or harness
+   drift`` (both alarmed for one change: same direction, change days close),
    ``control drift`` (only the control alarmed), ``inconclusive`` (the API arm alarmed, the
    control did not, the interval includes 0), ``none``.
 7. **Version changes**: the days the dominant ``system_fingerprint`` / ``response_model`` of
@@ -614,6 +616,21 @@ def _series_entry(arm: str, metric: str, scorer: str | None, days: np.ndarray, x
     return e
 
 
+#: Days apart the two arms' change points may be and still be one shared change.
+SHARED_CHANGE_DAYS = 2
+
+
+def shared_change(api: dict[str, Any], ctl: dict[str, Any]) -> bool:
+    """Both arms' alarms are one change (of the workload or the harness): the same
+    direction, change days at most :data:`SHARED_CHANGE_DAYS` apart. Otherwise they are two
+    events (e.g. the control's p99 settling after a slow first day, the API's rising on day
+    15), and the API arm's is judged on its own against the control."""
+    a, c = api.get("change_day"), ctl.get("change_day")
+    if a is None or c is None:
+        return True  # no day to tell them apart: both changed
+    return api.get("direction") == ctl.get("direction") and abs(a - c) <= SHARED_CHANGE_DAYS
+
+
 def _attribute(metric: str, days: np.ndarray, xa: np.ndarray, xc: np.ndarray,
                api: dict[str, Any], ctl: dict[str, Any], cfg: DriftConfig) -> dict[str, Any]:  # fmt: skip
     out: dict[str, Any] = {"metric": metric, "split_day": None, "api_change": None,
@@ -636,7 +653,7 @@ def _attribute(metric: str, days: np.ndarray, xa: np.ndarray, xc: np.ndarray,
     out.update({"split_day": int(split), "api_change": change(xa), "control_change": change(xc),
                 "difference": d, "ci": ci})  # fmt: skip
     excludes0 = ci[0] is not None and (ci[0] > 0 or ci[1] < 0)
-    if api["alarm"] and ctl["alarm"]:
+    if api["alarm"] and ctl["alarm"] and shared_change(api, ctl):
         out["kind"] = "workload or harness drift"
     elif api["alarm"]:
         out["kind"] = "provider drift" if excludes0 else "inconclusive"

@@ -311,3 +311,23 @@ def test_fingerprint_changes_ignore_days_without_values():
     assert fingerprint_changes(e) == [
         {"arm": "a", "field": "system_fingerprint", "day": 2, "from": "x", "to": "y"}
     ]
+
+
+def test_attribution_tells_one_shared_change_from_two_events():
+    from harness.canary.drift import shared_change
+
+    up15 = {"alarm": True, "change_day": 15, "direction": "up"}
+    assert shared_change(up15, {"alarm": True, "change_day": 16, "direction": "up"})
+    # the control settling down on day 11 is its own event, not the API's rise on day 15
+    assert not shared_change(up15, {"alarm": True, "change_day": 11, "direction": "down"})
+    assert not shared_change(up15, {"alarm": True, "change_day": 15, "direction": "down"})
+    assert not shared_change(up15, {"alarm": True, "change_day": 20, "direction": "up"})
+    # end to end: the API's p99 rises from day 15, the control's falls from day 5
+    rng = np.random.default_rng(8)
+    x, n = _month(rng, 1, p99_factor=1.8)
+    x[("selfhosted", "ttft_p99")][0, :5] *= 2.5  # a slow start on the control, then steady
+    sec = _section(x, n, 0)
+    api = next(s for s in sec["series"] if (s["arm"], s["metric"]) == ("cloud", "ttft_p99"))
+    assert api["alarm"] and api["change_day"] == 15
+    kinds = {a["metric"]: a["kind"] for a in sec["attribution"]}
+    assert kinds["ttft_p99"] == "provider drift"
