@@ -465,12 +465,7 @@ def quantile_change(sample: LatencySample, q: float, relative: bool, levels: Lev
     """Anytime-valid change of the ``q`` quantile of a latency: the ratio of the arms'
     quantiles (``relative``) or their difference, bounded by each arm's quantile CS at
     half the level. Same inputs and scale as :func:`harness.judge.statistics.quantile_change`."""
-    x, y = sample.baseline, sample.candidate
-    if sample.paired:
-        keep = ~(np.isnan(x) | np.isnan(y))
-        x, y = x[keep], y[keep]
-    else:
-        x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    x, y = sample.values()
     scale = "ratio" if relative else "difference"
     n = int(min(x.size, y.size))
     if n == 0:
@@ -535,12 +530,7 @@ def proportion_change(sample: BinarySample, relative: bool, levels: Levels,
                       ) -> Change:  # fmt: skip
     """Anytime-valid change of a rate (``p_candidate - p_baseline``): the CS of the mean of
     paired differences of the 0/1 indicators (unpaired: of each arm's rate)."""
-    x, y = sample.baseline, sample.candidate
-    if sample.paired:
-        keep = ~(np.isnan(x) | np.isnan(y))
-        x, y = x[keep], y[keep]
-    else:
-        x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    x, y = sample.values()
     bx, by = (x > 0.5).astype(np.float64), (y > 0.5).astype(np.float64)
     return _mean_change(bx, by, sample.paired, levels, 1.0, t_opt, "0/1 outcomes",
                         sample.unmatched)  # fmt: skip
@@ -555,12 +545,7 @@ def mean_change(
     t_opt: float = DEFAULT_T_OPT,
 ) -> Change:
     """Anytime-valid change of a mean score or length (``mean_candidate - mean_baseline``)."""
-    x, y = sample.baseline, sample.candidate
-    if sample.paired:
-        keep = ~(np.isnan(x) | np.isnan(y))
-        x, y = x[keep], y[keep]
-    else:
-        x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    x, y = sample.values()
     return _mean_change(x, y, sample.paired, levels, 0.0, t_opt, "scores", sample.unmatched)
 
 
@@ -585,9 +570,8 @@ def item_mean_change(
     """Anytime-valid change of mean quality over items: the CS of the mean of the per-item
     paired differences, one per item, whatever its number of repeats (module docstring,
     *Repeated items*). For 0/1 values seen once per item it is :func:`proportion_change`."""
-    x, y = sample.baseline, sample.candidate
-    keep = ~(np.isnan(x) | np.isnan(y))
-    return _mean_change(x[keep], y[keep], True, levels, sample.prior_var, t_opt,
+    x, y = sample.values()  # paired on the item
+    return _mean_change(x, y, True, levels, sample.prior_var, t_opt,
                         "per-item means", sample.unmatched)  # fmt: skip
 
 

@@ -40,6 +40,15 @@ class _Pair:
     def n_arms(self) -> tuple[int, int]:
         return int((~np.isnan(self.baseline)).sum()), int((~np.isnan(self.candidate)).sum())
 
+    def values(self) -> tuple[np.ndarray, np.ndarray]:
+        """The observations that count, ``(baseline, candidate)``: the pairs with both values
+        (paired, still aligned), else each arm's non-missing values."""
+        x, y = self.baseline, self.candidate
+        if self.paired:
+            keep = ~(np.isnan(x) | np.isnan(y))
+            return x[keep], y[keep]
+        return x[~np.isnan(x)], y[~np.isnan(y)]
+
 
 @dataclass(frozen=True)
 class LatencySample(_Pair):

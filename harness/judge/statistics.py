@@ -200,12 +200,7 @@ def _independent_quantile_diff(x: np.ndarray, y: np.ndarray, qs: list[float], co
 def quantile_change(sample: LatencySample, q: float, relative: bool, levels: Levels,
                     r: Resampling) -> Change:  # fmt: skip
     """Change of the ``q`` quantile of a latency (ratio when ``relative``, else seconds)."""
-    x, y = sample.baseline, sample.candidate
-    if sample.paired:
-        keep = ~(np.isnan(x) | np.isnan(y))
-        x, y = x[keep], y[keep]
-    else:
-        x, y = x[~np.isnan(x)], y[~np.isnan(y)]
+    x, y = sample.values()
     scale = "ratio" if relative else "difference"
     n = int(min(x.size, y.size))
     if n == 0:
@@ -263,10 +258,9 @@ def _newcombe_independent(k1: int, n1: int, k2: int, n2: int, confidence: float
 def proportion_change(sample: BinarySample, relative: bool, levels: Levels,
                       r: Resampling) -> Change:  # fmt: skip
     """Change of a rate (failures, passes): the difference ``p_candidate - p_baseline``."""
-    x, y = sample.baseline, sample.candidate
+    x, y = sample.values()
+    bx, by = x > 0.5, y > 0.5
     if sample.paired:
-        keep = ~(np.isnan(x) | np.isnan(y))
-        bx, by = x[keep] > 0.5, y[keep] > 0.5
         n = int(bx.size)
         if n == 0:
             return _nan_change("difference", "none", "none", 0)
@@ -279,7 +273,6 @@ def proportion_change(sample: BinarySample, relative: bool, levels: Levels,
                       mcnemar_exact(n10, n01), "Newcombe paired score interval (method 10)", n,
                       {"paired": True, "n11": n11, "n10": n10, "n01": n01, "n00": n00,
                        "unmatched": list(sample.unmatched)})  # fmt: skip
-    bx, by = x[~np.isnan(x)] > 0.5, y[~np.isnan(y)] > 0.5
     if bx.size == 0 or by.size == 0:
         return _nan_change("difference", "none", "none", 0)
     k1, n1, k2, n2 = int(by.sum()), int(by.size), int(bx.sum()), int(bx.size)
@@ -310,10 +303,8 @@ def _mean_reps(v: np.ndarray, resamples: int, rng: np.random.Generator) -> np.nd
 
 def mean_change(sample: ScoreSample, relative: bool, levels: Levels, r: Resampling) -> Change:
     """Change of a mean score or length: the difference ``mean_candidate - mean_baseline``."""
-    x, y = sample.baseline, sample.candidate
+    x, y = sample.values()
     if sample.paired:
-        keep = ~(np.isnan(x) | np.isnan(y))
-        x, y = x[keep], y[keep]
         n = int(x.size)
         if n == 0:
             return _nan_change("difference", "none", "none", 0)
@@ -327,7 +318,6 @@ def mean_change(sample: ScoreSample, relative: bool, levels: Levels, r: Resampli
                       float(y.mean()), "Wilcoxon signed-rank (Pratt)", stat,
                       None if math.isnan(p) else p, "bootstrap of paired differences, percentile",
                       n, {"paired": True, "unmatched": list(sample.unmatched)})  # fmt: skip
-    x, y = x[~np.isnan(x)], y[~np.isnan(y)]
     n = int(min(x.size, y.size))
     if n == 0:
         return _nan_change("difference", "none", "none", 0)
