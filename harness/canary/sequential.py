@@ -151,9 +151,15 @@ from scipy import special as spc
 from harness.analysis.paired import align_pairs
 from harness.analysis.stats import sorted_quantiles
 from harness.canary.clock import ExperimentClock
-from harness.judge.classify import classify
-from harness.judge.decide import Judged, decide
-from harness.judge.judge import MetricResult, Verdict, n_required, plan
+from harness.judge.judge import (
+    MetricResult,
+    Verdict,
+    classify_ready,
+    decide_results,
+    fixed_statistic,
+    floors,
+    plan,
+)
 from harness.judge.samples import (
     ArmRef,
     BinarySample,
@@ -165,7 +171,7 @@ from harness.judge.samples import (
     ScoreSample,
 )
 from harness.judge.settings import LATENCY_MEASURES, JudgeConfig
-from harness.judge.statistics import Change, Levels, Resampling, change_of
+from harness.judge.statistics import Change, Levels, Resampling
 
 if TYPE_CHECKING:
     from harness.analysis.data import RunData
@@ -684,48 +690,18 @@ def judge_fixed(inputs: JudgeInputs, cfg: JudgeConfig) -> Verdict:
 def _verdict(inputs: JudgeInputs, cfg: JudgeConfig, *, sequential: bool, m: int | None = None,
              t_opt: float = DEFAULT_T_OPT) -> Verdict:  # fmt: skip
     planned, notes = plan(cfg, inputs)
-    results: list[MetricResult] = []
-    ready: list[tuple[Any, MetricResult]] = []
-    for p in planned:
-        need = n_required(cfg, p.spec)
-        if p.error:
-            results.append(MetricResult(p.name, p.spec, "NoData", "errors", None, need, (0, 0),
-                                        kind=p.kind, error=p.error))  # fmt: skip
-            continue
-        if p.sample is None:
-            results.append(MetricResult(p.name, p.spec, "NoData", "no_data", 0, need, (0, 0),
-                                        kind=p.kind))  # fmt: skip
-            continue
-        projected = isinstance(p.sample, CostSample) and p.sample.baseline is None \
-            and p.sample.candidate is None  # fmt: skip
-        n = None if projected else p.sample.n
-        res = MetricResult(p.name, p.spec, "NoData", None, n, need, p.sample.n_arms, kind=p.kind)
-        results.append(res)
-        if n is not None and n == 0:
-            res.reason = "no_data"
-        elif n is not None and n < need:
-            res.reason = "insufficient_n"
-        else:
-            ready.append((p, res))
+    results, ready = floors(cfg, planned)
     if sequential:
         levels = Levels(cfg.alpha, metrics_with_data(cfg, inputs) if m is None else m)
+
+        def statistic(p: Any) -> Change:
+            relative = p.spec.margin_type == "relative"
+            return sequential_change_of(p.sample, p.spec.quantile, relative, levels, t_opt)
     else:
         levels = Levels(cfg.alpha, len(ready))
-    rs = Resampling(cfg.resamples, cfg.seed, cfg.block_len)
-    for p, res in ready:
-        relative = p.spec.margin_type == "relative"
-        try:
-            if sequential:
-                change = sequential_change_of(p.sample, p.spec.quantile, relative, levels, t_opt)
-            else:
-                change = change_of(p.sample, p.spec.quantile, relative, levels, rs)
-        except (ValueError, ArithmeticError) as exc:  # a statistic that cannot run here
-            res.reason, res.error = "errors", f"{type(exc).__name__}: {exc}"
-            continue
-        res.change = change
-        res.classification, res.reason, res.region = classify(p.spec, change)
-    d = decide([Judged(r.name, r.classification, r.reason, r.spec.critical, r.spec.weight)
-                for r in results], cfg.pass_score, cfg.marginal_score)  # fmt: skip
+        statistic = fixed_statistic(levels, Resampling(cfg.resamples, cfg.seed, cfg.block_len))
+    classify_ready(ready, statistic)
+    d = decide_results(results, cfg)
     return Verdict(d.decision, d.score, d.score_ceiling, d.reasons, results, inputs.baseline,
                    inputs.candidate, cfg, levels, [], [*inputs.notes, *notes])  # fmt: skip
 

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from harness.analysis.paired import holm, mde_paired_proportion, n_for_paired_drop
 from harness.judge.classify import Region, classify
-from harness.judge.decide import Judged, decide
+from harness.judge.decide import Decision, Judged, decide
 from harness.judge.samples import ArmRef, CostSample, JudgeInputs, LatencySample, Sample
 from harness.judge.settings import LATENCY_MEASURES, JudgeConfig, MetricSpec
 from harness.judge.statistics import Change, Levels, Resampling, change_of
@@ -205,9 +206,11 @@ def _sample_n(sample: Sample) -> int | None:
 # ---------------------------------------------------------------- stages 2-5
 
 
-def judge(inputs: JudgeInputs, cfg: JudgeConfig) -> Verdict:
-    """Every stage on ``inputs`` under ``cfg`` (see the package docstring)."""
-    planned, notes = plan(cfg, inputs)
+def floors(
+    cfg: JudgeConfig, planned: list[_Planned]
+) -> tuple[list[MetricResult], list[tuple[_Planned, MetricResult]]]:
+    """Stage 2: one result per planned metric, NoData (errors, no data, below its sample-size
+    floor) or ready for its statistic; ``(results, ready)``, ``ready`` in plan order."""
     results: list[MetricResult] = []
     ready: list[tuple[_Planned, MetricResult]] = []
     for p in planned:
@@ -230,23 +233,53 @@ def judge(inputs: JudgeInputs, cfg: JudgeConfig) -> Verdict:
         else:
             ready.append((p, res))
         results.append(res)
-    levels = Levels(cfg.alpha, len(ready))
-    rs = Resampling(cfg.resamples, cfg.seed, cfg.block_len)
+    return results, ready
+
+
+def classify_ready(
+    ready: list[tuple[_Planned, MetricResult]], statistic: Callable[[_Planned], Change]
+) -> None:
+    """Stages 3-4 on the ready metrics: ``statistic`` (the fixed-sample one, or a sequential
+    one) and the classification, into each result; a statistic that cannot run here leaves
+    its metric NoData with the error."""
     for p, res in ready:
-        assert p.sample is not None
         try:
-            change = change_of(p.sample, p.spec.quantile, p.spec.margin_type == "relative",
-                               levels, rs)  # fmt: skip
+            change = statistic(p)
         except (ValueError, ArithmeticError) as exc:  # a statistic that cannot run here
             res.reason, res.error = "errors", f"{type(exc).__name__}: {exc}"
             continue
         res.change = change
         res.classification, res.reason, res.region = classify(p.spec, change)
+
+
+def decide_results(results: list[MetricResult], cfg: JudgeConfig) -> Decision:
+    """Stage 5: the weighted score and the decision from the classified results."""
+    return decide([Judged(r.name, r.classification, r.reason, r.spec.critical, r.spec.weight)
+                   for r in results], cfg.pass_score, cfg.marginal_score)  # fmt: skip
+
+
+def fixed_statistic(levels: Levels, rs: Resampling) -> Callable[[_Planned], Change]:
+    """The judge's own (fixed-sample) statistic of a planned metric at ``levels``."""
+
+    def statistic(p: _Planned) -> Change:
+        assert p.sample is not None
+        relative = p.spec.margin_type == "relative"
+        return change_of(p.sample, p.spec.quantile, relative, levels, rs)
+
+    return statistic
+
+
+def judge(inputs: JudgeInputs, cfg: JudgeConfig) -> Verdict:
+    """Every stage on ``inputs`` under ``cfg`` (see the package docstring)."""
+    planned, notes = plan(cfg, inputs)
+    results, ready = floors(cfg, planned)
+    levels = Levels(cfg.alpha, len(ready))
+    classify_ready(ready, fixed_statistic(levels, Resampling(cfg.resamples, cfg.seed,
+                                                             cfg.block_len)))  # fmt: skip
     with_p = [r for r in results if r.change is not None and r.change.p is not None]
     for r, adj in zip(with_p, holm([r.change.p for r in with_p]), strict=True):  # type: ignore[union-attr]
         r.p_holm = None if math.isnan(adj) else adj
-    d = decide([Judged(r.name, r.classification, r.reason, r.spec.critical, r.spec.weight)
-                for r in results], cfg.pass_score, cfg.marginal_score)  # fmt: skip
+    d = decide_results(results, cfg)
     return Verdict(d.decision, d.score, d.score_ceiling, d.reasons, results, inputs.baseline,
                    inputs.candidate, cfg, levels, mde_lines(results, cfg),
                    [*inputs.notes, *notes])  # fmt: skip

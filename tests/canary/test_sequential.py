@@ -21,7 +21,7 @@ from harness.analysis.data import load_run
 from harness.canary import sequential as sq
 from harness.canary.clock import ExperimentClock
 from harness.judge.calibration import SyntheticRun, _ar1, synthetic_inputs
-from harness.judge.judge import judge
+from harness.judge.judge import judge, n_required
 from harness.judge.preprocess import load_inputs
 from harness.judge.samples import BinarySample, LatencySample
 from harness.judge.settings import JudgeConfig, MetricSpec
@@ -435,7 +435,7 @@ def test_aa_month_of_a_cycled_eval_set_keeps_alpha():
     sequential verdict did before) in far more (measured: 18%)."""
     seeds, cfg = 400, BOUNDARY
     spec = cfg.metrics["quality"]
-    need = sq.n_required(cfg, spec)
+    need = n_required(cfg, spec)
     looks = list(range(30))
     per_item = per_request = 0
     for seed in range(seeds):
