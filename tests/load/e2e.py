@@ -25,6 +25,20 @@ def run_harness(args: list[str], *, timeout: float = 180, env: dict | None = Non
     )
 
 
+def spawn_harness(args: list[str]) -> subprocess.Popen:
+    """``python -m harness ARGS`` in its own session, as a terminal would run it (its own
+    process group), output piped (text, unbuffered)."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
 def smoke_args(reports: Path, *extra: str, flush_interval_s: float | None = 1) -> list[str]:
     """``experiment=smoke`` writing into ``reports``, progress every second, no warmup;
     ``flush_interval_s`` None keeps the configured flush interval."""

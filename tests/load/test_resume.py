@@ -35,7 +35,7 @@ from harness.load.resume import (
     open_resumable,
 )
 from harness.record.manifest import RunLock, write_json_atomic
-from tests.load.e2e import ROOT, manifest, run_harness
+from tests.load.e2e import ROOT, manifest, run_harness, spawn_harness
 
 # -- the schedule continues where it was -------------------------------------------------
 
@@ -310,18 +310,6 @@ def _month_args(reports: Path, *extra: str) -> list[str]:
     ]
 
 
-def _spawn(args: list[str]) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-
-
 def _wait_segment_t0(proc: subprocess.Popen, run_dir: Path, index: int) -> dict:
     """The manifest once segment ``index`` fixed its t0 (the harness still running)."""
     deadline = time.monotonic() + 40
@@ -352,7 +340,7 @@ def _read_all(run_dir: Path):
 @pytest.mark.slow
 def test_sigkill_midway_then_resume_latest_completes_the_month(reports):
     t_start = time.monotonic()
-    proc = _spawn(_month_args(reports, "run_id=month1"))
+    proc = spawn_harness(_month_args(reports, "run_id=month1"))
     run_dir = reports / "smoke" / "month1"
     try:
         seg0 = _wait_segment_t0(proc, run_dir, 0)
@@ -370,7 +358,7 @@ def test_sigkill_midway_then_resume_latest_completes_the_month(reports):
     on_disk = _read_all(run_dir)  # everything flushed before the kill
     assert len(on_disk)
 
-    proc = _spawn(_month_args(reports, "resume=latest"))
+    proc = spawn_harness(_month_args(reports, "resume=latest"))
     try:
         during = _wait_segment_t0(proc, run_dir, 1)
         assert during["status"] == "running"  # back to running while the segment runs

@@ -15,26 +15,21 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from tests.load.e2e import ROOT, manifest, only_run_dir, read_rows, run_harness, smoke_args
+from tests.load.e2e import (
+    ROOT,
+    manifest,
+    only_run_dir,
+    read_rows,
+    run_harness,
+    smoke_args,
+    spawn_harness,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def _base(reports, *extra: str) -> list[str]:
     return smoke_args(reports, *extra, flush_interval_s=None)
-
-
-def _spawn(args: list[str]) -> subprocess.Popen:
-    """The harness in its own session, as a terminal would run it (its own process group)."""
-    return subprocess.Popen(
-        [sys.executable, "-m", "harness", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
 
 
 def _wait_line(proc: subprocess.Popen, pred, timeout: float = 60) -> list[str]:
@@ -92,7 +87,7 @@ def _cleanup(proc: subprocess.Popen, pids: list[int]) -> None:
 
 
 def test_sigkill_of_master_stops_its_workers(reports):
-    proc = _spawn(
+    proc = spawn_harness(
         _base(
             reports,
             "load.workers=2",
@@ -132,7 +127,7 @@ def test_sigkill_of_master_stops_its_workers(reports):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_group_signal_stops_load_before_simulators(reports, sig):
-    proc = _spawn(
+    proc = spawn_harness(
         _base(
             reports,
             "load.arrival=constant",
@@ -172,7 +167,7 @@ def test_second_ctrl_c_still_flushes_and_closes_manifest(reports, to_group):
     send = (
         (lambda sig: os.killpg(proc.pid, sig)) if to_group else (lambda sig: proc.send_signal(sig))
     )
-    proc = _spawn(
+    proc = spawn_harness(
         _base(
             reports,
             "load.arrival=constant",
@@ -208,7 +203,7 @@ def test_second_ctrl_c_still_flushes_and_closes_manifest(reports, to_group):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_during_startup_closes_manifest_interrupted(reports, sig):
-    proc = _spawn(_base(reports, "load.duration_s=30", "analysis.report=false"))
+    proc = spawn_harness(_base(reports, "load.duration_s=30", "analysis.report=false"))
     sims: list[int] = []
     try:
         _wait_line(proc, lambda line: "starting simulator" in line)
